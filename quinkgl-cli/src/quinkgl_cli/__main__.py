@@ -1,0 +1,3 @@
+from quinkgl_cli.main import main
+
+main()

@@ -1,0 +1,70 @@
+"""The ``quinkgl`` command: a click group whose subcommands live one per module in ``commands/``.
+
+Core raises :class:`quinkgl.errors.QuinkGLError` subclasses; this module renders them as one ``error:`` message
+and exits with the error's documented code — never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from quinkgl_cli import __version__
+
+# command name -> "module:attribute"; imported only when that command runs, so `quinkgl --help` stays fast.
+COMMANDS = {
+    "keygen": "quinkgl_cli.commands.keygen:keygen_command",
+    "manifest": "quinkgl_cli.commands.manifest:manifest_group",
+    "info": "quinkgl_cli.commands.info:info_command",
+    "data": "quinkgl_cli.commands.data:data_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports each subcommand's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="quinkgl")
+def cli() -> None:
+    """QuinkGL: decentralized gossip learning over a signed manifest."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point: run the CLI and map errors to exit codes."""
+    from quinkgl.errors import ExitCode, QuinkGLError
+
+    try:
+        cli.main(args=argv, prog_name="quinkgl", standalone_mode=False)
+    except QuinkGLError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(int(err.exit_code))
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as err:
+        err.show()
+        sys.exit(int(ExitCode.USAGE) if isinstance(err, click.UsageError) else err.exit_code)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Creating manifests from what a user asked for (the ``quinkgl manifest create`` command's core)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from quinkgl.manifest.model import SCHEMA_VERSION, Component, Manifest, ModelSpec, Task
+from quinkgl.manifest.signing import sign_manifest
+from quinkgl.manifest.times import format_time, utc_now
+from quinkgl.plugins.manager import Registry
+from quinkgl.plugins.requirements import MANIFEST_COMPONENTS, canonical_component_name, requirements_for
+
+
+@attrs.frozen(kw_only=True)
+class ManifestOptions:
+    """Everything a new manifest is made of; component names may be in any case."""
+
+    name: str
+    task_type: str
+    input_shape: Sequence[int]
+    output_shape: Sequence[int]
+    label_type: str
+    framework: str
+    arch_hash: str
+    aggregation: str = "FedAvg"
+    topology: str = "RandomTopology"
+    transport: str = "libp2p"
+    data_policy: str = "default"
+    params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)  # manifest field -> params
+    round_limit: Optional[int] = None
+    byzantine_f: int = 0
+    expires_at: Optional[str] = None
+    bootstrap_peers: Sequence[str] = ()
+
+
+def create_manifest(options: ManifestOptions, registry: Registry, key: Ed25519PrivateKey | None = None) -> Manifest:
+    """Build (and with ``key``, sign) a manifest; component params are validated when the plugin is installed."""
+    from quinkgl.manifest.codec import structure_manifest, manifest_to_dict, structure_params
+
+    components: dict[str, Component] = {}
+    for field, kind in MANIFEST_COMPONENTS.items():
+        name = canonical_component_name(registry, kind, getattr(options, field))
+        params = dict(options.params.get(field, {}))
+        found = registry.find(kind, name)
+        if found is not None:
+            structure_params(params, found.spec.params, f"--{field.replace('_', '-')}-param")
+        components[field] = Component(name=name, params=params)
+    draft = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=options.name,
+        task=Task(
+            type=options.task_type,
+            input_shape=tuple(options.input_shape),
+            output_shape=tuple(options.output_shape),
+            label_type=options.label_type,
+        ),
+        model=ModelSpec(framework=options.framework, arch_hash=options.arch_hash),
+        plugins=requirements_for(
+            registry, [(kind, components[field].name) for field, kind in MANIFEST_COMPONENTS.items()]
+        ),
+        round_limit=options.round_limit,
+        byzantine_f=options.byzantine_f,
+        expires_at=options.expires_at,
+        bootstrap_peers=tuple(options.bootstrap_peers),
+        created_at=format_time(utc_now()),
+        **components,
+    )
+    # Round-trip through the on-disk form so a created manifest passes exactly the checks a loaded one does.
+    manifest = structure_manifest(manifest_to_dict(draft))
+    return sign_manifest(manifest, key) if key is not None else manifest

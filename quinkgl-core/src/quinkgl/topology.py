@@ -1,0 +1,51 @@
+"""The topology contract and core's built-in RandomTopology.
+
+Each round a topology picks, among the verified compatible peers the runtime knows, the ones to push the
+model to. It is called on the event loop and must be fast and pure (no I/O).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping, Protocol, Sequence
+
+import attrs
+
+
+@attrs.frozen
+class PeerCandidate:
+    """A compatible peer as a topology sees it: its ID, last round heard of, and announced metadata."""
+
+    peer_id: str
+    last_round: int = 0
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class Topology(Protocol):
+    """Chooses push targets each round."""
+
+    def select(
+        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
+    ) -> list[str]:
+        """Return the peer IDs to send this round's model to (a subset of ``candidates``)."""
+
+
+@attrs.frozen
+class RandomTopologyParams:
+    """``fanout``: how many peers receive the model each round (all of them if fewer are known)."""
+
+    fanout: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+
+
+class RandomTopology:
+    """Push to ``fanout`` peers drawn uniformly at random each round."""
+
+    def __init__(self, params: RandomTopologyParams | None = None, manifest: Any = None):
+        self.params = params or RandomTopologyParams()
+
+    def select(
+        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
+    ) -> list[str]:
+        """Sample ``fanout`` distinct peers (other than ourselves)."""
+        pool = sorted(c.peer_id for c in candidates if c.peer_id != own_id)
+        return rng.sample(pool, min(self.params.fanout, len(pool)))

@@ -1,0 +1,90 @@
+"""The transport contract: how a peer reaches the others.
+
+A transport carries two kinds of traffic for one swarm:
+
+* **announcements** — small (< 64 KiB) JSON documents a peer publishes about itself (swarm ID, arch hash,
+  round, model digest, metrics). The transport authenticates the sender: ``sender`` on delivery is the peer ID
+  that signed it, never a claim from inside the payload.
+* **payloads** — model updates, opaque bytes produced by :mod:`quinkgl.wire`, sent to one peer. The transport
+  enforces ``TransportConfig.max_payload_bytes`` and delivers a payload only if it arrived complete.
+
+Transports are async context managers on trio (anyio with the trio backend). Handlers given to ``set_handlers``
+are plain functions called on the event loop; they must not block (the runtime queues and returns).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import attrs
+
+AnnouncementHandler = Callable[[str, bytes], None]
+PayloadHandler = Callable[[str, bytes], None]
+PeerHandler = Callable[[str], None]
+
+
+@attrs.frozen(kw_only=True)
+class TransportConfig:
+    """What the runtime tells a transport when it builds one."""
+
+    swarm_id: str
+    node_id: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: str | None = None  # where the transport may persist its identity key
+    max_payload_bytes: int = 64 * 1024 * 1024
+    bootstrap_peers: Sequence[str] = ()
+    announce_addrs: Sequence[str] = ()
+    options: Mapping[str, Any] = attrs.field(factory=dict)  # transport-specific flags (e.g. mdns)
+
+
+@attrs.frozen
+class TransportStats:
+    """Counters a transport keeps; ``rejected`` maps a reason to how many inbound messages it dropped."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    payloads_sent: int = 0
+    payloads_received: int = 0
+    rejected: Mapping[str, int] = attrs.field(factory=dict)
+
+
+class TransportError(Exception):
+    """A send or connect failed (peer unreachable, deadline passed, refused)."""
+
+
+class Transport(Protocol):
+    """One peer's endpoint. Enter it with ``async with``; leaving closes every connection."""
+
+    @property
+    def peer_id(self) -> str:
+        """This peer's stable identifier (for libp2p: the base58 peer ID)."""
+
+    @property
+    def listen_addrs(self) -> Sequence[str]:
+        """Addresses other peers can dial (empty for in-process transports)."""
+
+    def set_handlers(
+        self,
+        *,
+        on_announcement: AnnouncementHandler,
+        on_payload: PayloadHandler,
+        on_peer_lost: PeerHandler | None = None,
+    ) -> None:
+        """Install the callbacks for inbound traffic. Called once, before ``__aenter__``."""
+
+    async def __aenter__(self) -> Transport: ...
+
+    async def __aexit__(self, *exc_info: object) -> bool | None: ...
+
+    async def announce(self, document: bytes) -> None:
+        """Publish a small announcement to every peer of the swarm."""
+
+    async def send(self, peer_id: str, payload: bytes, *, timeout: float) -> None:
+        """Deliver ``payload`` to ``peer_id`` or raise :class:`TransportError` within ``timeout`` seconds."""
+
+    def connected_peers(self) -> Sequence[str]:
+        """Peer IDs currently reachable."""
+
+    def stats(self) -> TransportStats:
+        """Traffic counters since start."""
