@@ -1,0 +1,66 @@
+"""Shared fixtures: isolated per-user state, the real `quinkgl` command as a subprocess, the guide's MNIST model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GUIDE_SCRIPTS = REPO / "tests" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory, monkeypatch):
+    """Point QuinkGL's per-user state (TOFU cache, peer registry) at a fresh folder for every test."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("QUINKGL_STATE_DIR", str(state))
+    monkeypatch.delenv("QUINKGL_TOFU_STORE", raising=False)
+    return state
+
+
+def quinkgl_executable() -> list[str]:
+    """The installed console script if present, else ``python -m quinkgl_cli``."""
+    script = shutil.which("quinkgl", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "quinkgl_cli"]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run ``quinkgl ARGS`` as a real subprocess in ``tmp_path``; returns CompletedProcess (text)."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120, input: str | None = None):
+        full_env = dict(os.environ, **(env or {}))
+        full_env.setdefault("COLUMNS", "200")
+        return subprocess.run(
+            [*quinkgl_executable(), *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    return run
+
+
+def mnist_net():
+    """The user guide's MNISTNet (784-128-64-10 MLP)."""
+    import torch.nn as nn
+
+    class MNISTNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+            )
+
+        def forward(self, x):
+            return self.net(x)
+
+    return MNISTNet()
