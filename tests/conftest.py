@@ -47,20 +47,3 @@ def cli(tmp_path):
         )
 
     return run
-
-
-def mnist_net():
-    """The user guide's MNISTNet (784-128-64-10 MLP)."""
-    import torch.nn as nn
-
-    class MNISTNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(
-                nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
-            )
-
-        def forward(self, x):
-            return self.net(x)
-
-    return MNISTNet()

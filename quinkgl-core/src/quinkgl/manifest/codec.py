@@ -103,6 +103,9 @@ def _format_error(exc: BaseException, type_: Any) -> str:
         return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, FieldValueError):
         return f"{_FIELD_MARK}{exc.field}{_FIELD_MARK}{exc}"
+    if isinstance(exc, (ValueError, TypeError)) and len(exc.args) >= 2 and isinstance(exc.args[1], attrs.Attribute):
+        # attrs' own validators (in_, ge, instance_of) put (message, attribute, ...) in args
+        return f"{_FIELD_MARK}{exc.args[1].name}{_FIELD_MARK}{exc.args[0]}"
     if isinstance(exc, (AttributeError, TypeError)) and attrs.has(type_):
         return "expected an object"
     return str(exc) or type(exc).__name__
