@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from quinkgl.manifest.model import SCHEMA_VERSION, Component, Manifest, ModelSpec, Task
+from quinkgl.manifest.model import SCHEMA_VERSION, Manifest
 from quinkgl.manifest.signing import sign_manifest
 from quinkgl.manifest.times import format_time, utc_now
 from quinkgl.plugins.manager import Registry
@@ -38,36 +38,37 @@ class ManifestOptions:
 
 def create_manifest(options: ManifestOptions, registry: Registry, key: Ed25519PrivateKey | None = None) -> Manifest:
     """Build (and with ``key``, sign) a manifest; component params are validated when the plugin is installed."""
-    from quinkgl.manifest.codec import structure_manifest, manifest_to_dict, structure_params
+    from quinkgl.manifest.codec import structure_manifest, structure_params
 
-    components: dict[str, Component] = {}
+    components: dict[str, dict[str, Any]] = {}
     for field, kind in MANIFEST_COMPONENTS.items():
         name = canonical_component_name(registry, kind, getattr(options, field))
         params = dict(options.params.get(field, {}))
         found = registry.find(kind, name)
         if found is not None:
             structure_params(params, found.spec.params, f"--{field.replace('_', '-')}-param")
-        components[field] = Component(name=name, params=params)
-    draft = Manifest(
-        schema_version=SCHEMA_VERSION,
-        name=options.name,
-        task=Task(
-            type=options.task_type,
-            input_shape=tuple(options.input_shape),
-            output_shape=tuple(options.output_shape),
-            label_type=options.label_type,
-        ),
-        model=ModelSpec(framework=options.framework, arch_hash=options.arch_hash),
-        plugins=requirements_for(
-            registry, [(kind, components[field].name) for field, kind in MANIFEST_COMPONENTS.items()]
-        ),
-        round_limit=options.round_limit,
-        byzantine_f=options.byzantine_f,
-        expires_at=options.expires_at,
-        bootstrap_peers=tuple(options.bootstrap_peers),
-        created_at=format_time(utc_now()),
+        components[field] = {"name": name, "params": params}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "name": options.name,
+        "task": {
+            "type": options.task_type,
+            "input_shape": list(options.input_shape),
+            "output_shape": list(options.output_shape),
+            "label_type": options.label_type,
+        },
+        "model": {"framework": options.framework, "arch_hash": options.arch_hash},
+        "plugins": [
+            {"distribution": req.distribution, "specifier": req.specifier, "provides": list(req.provides)}
+            for req in requirements_for(registry, [(k, components[f]["name"]) for f, k in MANIFEST_COMPONENTS.items()])
+        ],
+        "round_limit": options.round_limit,
+        "byzantine_f": options.byzantine_f,
+        "expires_at": options.expires_at,
+        "bootstrap_peers": list(options.bootstrap_peers),
+        "created_at": format_time(utc_now()),
         **components,
-    )
-    # Round-trip through the on-disk form so a created manifest passes exactly the checks a loaded one does.
-    manifest = structure_manifest(manifest_to_dict(draft))
+    }
+    # Validated exactly like a manifest read from disk, so errors carry the same field paths.
+    manifest = structure_manifest(doc)
     return sign_manifest(manifest, key) if key is not None else manifest
