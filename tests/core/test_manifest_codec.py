@@ -208,7 +208,8 @@ def test_generated_malformed_manifests_are_rejected(data):
             if found is not None:
                 with pytest.raises(ManifestError):
                     structure_params(accepted[field]["params"], found.spec.params, f"$.{field}.params")
-                changed.discard(field)
+            # (a component that is not installed is refused at resolution: test_plugins covers that)
+            changed.discard(field)
     optional = {"plugins", "round_limit", "byzantine_f", "expires_at", "bootstrap_peers", "creator_pubkey", "signature"}
     assert changed <= optional, f"accepted a malformed manifest: {changed}"
     if changed - {"signature"}:

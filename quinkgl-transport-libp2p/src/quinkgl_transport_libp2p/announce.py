@@ -1,0 +1,193 @@
+"""Announcements over GossipSub: small signed documents published to every peer of the swarm.
+
+Facts about py-libp2p 0.8.1 this module is built around (DESIGN §7):
+
+* GossipSub drops messages of 1 MiB or more **silently**: announcements are capped (default 64 KiB) and an
+  oversized ``announce`` raises instead of vanishing.
+* Spam protection (on by default) silently drops more than 10 messages/s per forwarder — it is turned off;
+  so is eclipse protection, whose IP-diversity rule cannot be met by peers sharing one machine.
+* The subscription buffer holds 32 messages and drops the rest (with a warning). Even a task draining it at
+  once loses messages when one burst of RPCs is processed within a single scheduler batch, so the hand-over
+  point itself is replaced: ``Pubsub.notify_subscriptions`` puts every validated message straight into our
+  own bounded queue (default 1024), and anything that still overflows is counted.
+* Each peer's outbound RPC queue also holds only 32 RPCs and drops the rest silently (a burst of publications
+  within one scheduler batch overflows it); it is raised to 256.
+* Strict signing is on: every message is signed by its origin's peer key, and the library rejects messages
+  whose signature or key does not match the ``from`` peer ID. The ``sender`` handed to the application is
+  that authenticated peer ID, never a field inside the document.
+* A topic validator accepts only our envelope (``b"QGA1"`` + SHA-256 of the swarm ID + document) with the
+  right swarm tag and size; rejections are counted by reason.
+
+The topic is derived from the swarm ID, so swarms never share a topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from quinkgl.transport import TransportError
+
+from .framing import swarm_tag
+
+logger = logging.getLogger(__name__)
+
+ENVELOPE_MAGIC = b"QGA1"
+ENVELOPE_OVERHEAD = len(ENVELOPE_MAGIC) + 32
+QUEUE_SIZE = 1024  # announcements waiting for the application's handler
+OUTBOUND_QUEUE_SIZE = 256  # RPCs waiting to be written to one peer (py-libp2p: 32, then silently dropped)
+
+
+class _QueueingPubsub(Pubsub):
+    """Pubsub whose delivery to local subscribers goes to ``sink`` (no 32-message channel in between) and
+    whose per-peer outbound queues hold :data:`OUTBOUND_QUEUE_SIZE` RPCs instead of 32."""
+
+    sink: Callable[[rpc_pb2.Message], bool] | None = None
+
+    async def handle_sending_messages(self, peer_id: ID, stream: Any, queue: Any) -> None:
+        inner = getattr(queue, "_queue", None)  # RpcQueue's bounded PriorityQueue (py-libp2p 0.8.1)
+        if inner is not None and getattr(inner, "max_size", 0) < OUTBOUND_QUEUE_SIZE:
+            inner.max_size = OUTBOUND_QUEUE_SIZE
+        await super().handle_sending_messages(peer_id, stream, queue)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        sink = self.sink
+        if sink is not None and sink(publish_message):
+            return
+        super().notify_subscriptions(publish_message)
+
+
+def topic_for(swarm_id: str) -> str:
+    """The GossipSub topic of a swarm."""
+    return f"/quinkgl/{swarm_id}/announce/1"
+
+
+class Announcer:
+    """GossipSub publishing / receiving for one swarm on one host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        *,
+        swarm_id: str,
+        max_bytes: int,
+        deliver: Callable[[str, bytes], None],
+        reject: Callable[[str], None],
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self.host = host
+        self.topic = topic_for(swarm_id)
+        self.max_bytes = max_bytes
+        self._tag = swarm_tag(swarm_id)
+        self._deliver = deliver
+        self._reject = reject
+        self._queue_size = queue_size
+        self._prefix = ENVELOPE_MAGIC + self._tag
+        self.gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_initial_delay=0.1,
+            heartbeat_interval=1,
+            spam_protection_enabled=False,
+            eclipse_protection_enabled=False,
+            adaptive_gossip_enabled=False,
+        )
+        self.pubsub = _QueueingPubsub(host, self.gossipsub, strict_signing=True)
+        self.pubsub.set_topic_validator(self.topic, self._validate, False)
+        self._send, self._recv = trio.open_memory_channel[tuple[str, bytes]](queue_size)
+        self._me = host.get_id().to_bytes()
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        data = msg.data
+        if len(data) > ENVELOPE_OVERHEAD + self.max_bytes:
+            self._reject("announce_too_large")
+            return False
+        if not data.startswith(ENVELOPE_MAGIC):
+            self._reject("announce_bad_envelope")
+            return False
+        if data[len(ENVELOPE_MAGIC) : ENVELOPE_OVERHEAD] != self._tag:
+            self._reject("announce_wrong_swarm")
+            return False
+        if not msg.signature:
+            self._reject("announce_unsigned")  # strict signing already refuses these; kept as a guard
+            return False
+        return True
+
+    def _enqueue(self, msg: rpc_pb2.Message) -> bool:
+        """Take a validated, first-seen message off pubsub's hands (called synchronously by pubsub)."""
+        if self.topic not in msg.topicIDs:
+            return False
+        if msg.from_id == self._me:
+            return True  # our own publication, echoed back by pubsub
+        try:
+            self._send.send_nowait((ID(msg.from_id).to_base58(), msg.data[ENVELOPE_OVERHEAD:]))
+        except trio.WouldBlock:
+            self._reject("announce_queue_full")
+        return True
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Announcer]:
+        """Run pubsub + gossipsub, subscribe to the swarm topic and deliver from our queue while the block runs."""
+        async with background_trio_service(self.pubsub):
+            async with background_trio_service(self.gossipsub):
+                await self.pubsub.wait_until_ready()
+                self.pubsub.sink = self._enqueue
+                await self.pubsub.subscribe(self.topic)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._dispatch, self._recv)
+                    try:
+                        yield self
+                    finally:
+                        self.pubsub.sink = None
+                        nursery.cancel_scope.cancel()
+
+    async def _dispatch(self, recv: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
+        async for sender, document in recv:
+            try:
+                self._deliver(sender, document)
+            except Exception:
+                logger.exception("announcement handler failed for a message from %s", sender)
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    async def publish(self, document: bytes) -> None:
+        if len(document) > self.max_bytes:
+            raise TransportError(
+                f"announcement of {len(document)} bytes exceeds the limit of {self.max_bytes} bytes "
+                "(GossipSub drops large messages silently; send big data with send())"
+            )
+        try:
+            await self.pubsub.publish(self.topic, self._prefix + bytes(document))
+        except Exception as exc:
+            raise TransportError(f"publishing the announcement failed: {exc}") from exc
+        await self._backpressure()
+
+    async def _backpressure(self, limit_s: float = 2.0) -> None:
+        """Let the per-peer sender tasks catch up before the next publication can overflow their queues."""
+        deadline = trio.current_time() + limit_s
+        while True:
+            fullest = max((len(q) for q in self.pubsub.peer_queues.values()), default=0)
+            if fullest < OUTBOUND_QUEUE_SIZE // 2 or trio.current_time() >= deadline:
+                return
+            await trio.sleep(0.002)  # no "queue has room" event exists to wait on
+
+    def topic_peers(self) -> list[str]:
+        """Peers known to be subscribed to the swarm topic."""
+        return [p.to_base58() for p in self.pubsub.peer_topics.get(self.topic, ())]
+
+    async def wait_for_peer(self, peer_id: ID, timeout: float) -> None:
+        """Wait until ``peer_id`` is in our mesh for the swarm topic (an announcement will then reach it)."""
+        await self.pubsub.wait_for_mesh(peer_id, self.topic, timeout=timeout)

@@ -1,0 +1,209 @@
+"""Bootstrap peers: ``host:port`` (no peer ID needed), ``host:port/p2p/<id>`` or a full multiaddr.
+
+Accepted forms (``parse_bootstrap_addr`` checks them without importing libp2p, so a CLI can validate
+``--bootstrap-peer`` values up front)::
+
+    127.0.0.1:4001            [::1]:4001            peer.example.org:4001
+    127.0.0.1:4001/p2p/12D3KooW...
+    /ip4/127.0.0.1/tcp/4001   /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+    /ip6/::1/tcp/4001/...     /dns4/peer.example.org/tcp/4001/...   (also /dns, /dns6)
+
+Names are resolved with the operating system's resolver (py-libp2p's own ``/dns`` resolution ignores
+``/etc/hosts``).
+
+**Dialling without a peer ID.** py-libp2p's upgrader refuses an outbound connection whose peer ID is unknown,
+but the Noise XX handshake itself does not need it: the initiator still verifies the responder's signed
+identity payload and learns its authenticated peer ID; only the equality check is skipped. ``dial_unknown``
+opens TCP, runs the Noise upgrade as initiator with no expected peer, reads the authenticated ID, runs the
+Yamux upgrade and hands the connection to the swarm — the mirror of the swarm's own inbound path.
+
+Trust model: with a bare ``host:port`` whoever answers at that address becomes the bootstrap peer (the channel
+is still encrypted and the peer ID authenticated; what is not checked is *which* peer it is). The learned peer
+ID is logged; pin it with ``host:port/p2p/<id>`` or a full multiaddr to have any other peer refused.
+
+This relies on concrete attributes of py-libp2p 0.8.1's ``Swarm`` (``upgrader``, ``transport_manager``,
+``add_conn``); the version is pinned and a loopback test covers it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from quinkgl.transport import TransportError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from libp2p.abc import IHost
+    from libp2p.peer.id import ID
+
+logger = logging.getLogger(__name__)
+
+_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]+$")
+
+
+class BootstrapAddrError(ValueError):
+    """A bootstrap address is not in one of the accepted forms."""
+
+
+@attrs.frozen
+class BootstrapTarget:
+    """A parsed bootstrap address: where to dial and, if pinned, which peer must answer."""
+
+    text: str
+    host: str  # IP literal or DNS name
+    port: int
+    peer_id: str | None = None
+    is_name: bool = False  # host must be resolved first
+
+    def describe(self) -> str:
+        hostpart = f"[{self.host}]" if ":" in self.host else self.host
+        base = f"{hostpart}:{self.port}"
+        return f"{base}/p2p/{self.peer_id}" if self.peer_id else base
+
+
+def _check_peer_id(text: str, value: str) -> str:
+    if not value or not _BASE58.match(value) or len(value) < 32:
+        raise BootstrapAddrError(f"{text!r}: {value!r} is not a base58 peer ID")
+    return value
+
+
+def _check_port(text: str, value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise BootstrapAddrError(f"{text!r}: port must be 1-65535, got {value!r}")
+    return int(value)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_bootstrap_addr(text: str) -> BootstrapTarget:
+    """Parse one bootstrap address (see the module docstring for the forms)."""
+    raw = text.strip()
+    if not raw:
+        raise BootstrapAddrError("empty bootstrap address")
+    if raw.startswith("/"):
+        parts = raw.strip("/").split("/")
+        if len(parts) not in (4, 6) or parts[2] != "tcp":
+            raise BootstrapAddrError(
+                f"{text!r}: expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<peer id>]"
+            )
+        proto, host, _, port_s = parts[:4]
+        peer_id = None
+        if len(parts) == 6:
+            if parts[4] not in ("p2p", "ipfs"):
+                raise BootstrapAddrError(f"{text!r}: expected /p2p/<peer id> after the port")
+            peer_id = _check_peer_id(text, parts[5])
+        if proto in ("ip4", "ip6"):
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                raise BootstrapAddrError(f"{text!r}: {host!r} is not an IP address") from None
+            if (ip.version == 6) != (proto == "ip6"):
+                raise BootstrapAddrError(f"{text!r}: {host!r} is not an {proto} address")
+            return BootstrapTarget(raw, str(ip), _check_port(text, port_s), peer_id, False)
+        if proto in ("dns", "dns4", "dns6"):
+            if not host:
+                raise BootstrapAddrError(f"{text!r}: empty host name")
+            return BootstrapTarget(raw, host, _check_port(text, port_s), peer_id, True)
+        raise BootstrapAddrError(f"{text!r}: unsupported protocol /{proto} (use ip4, ip6, dns, dns4 or dns6)")
+
+    # host:port[/p2p/<id>]
+    rest, peer_id = raw, None
+    if "/p2p/" in raw or "/ipfs/" in raw:
+        sep = "/p2p/" if "/p2p/" in raw else "/ipfs/"
+        rest, _, pid = raw.partition(sep)
+        peer_id = _check_peer_id(text, pid)
+    if rest.startswith("["):
+        host, sep, port_s = rest[1:].partition("]:")
+        if not sep or not _is_ip(host):
+            raise BootstrapAddrError(f"{text!r}: expected [ipv6]:port")
+    else:
+        host, sep, port_s = rest.rpartition(":")
+        if not sep or not host:
+            raise BootstrapAddrError(f"{text!r}: expected host:port, host:port/p2p/<peer id> or a multiaddr")
+        if ":" in host:
+            raise BootstrapAddrError(f"{text!r}: write IPv6 addresses as [addr]:port")
+    return BootstrapTarget(raw, host, _check_port(text, port_s), peer_id, not _is_ip(host))
+
+
+async def resolve(target: BootstrapTarget) -> list[str]:
+    """IP addresses for ``target`` via the OS resolver (``/etc/hosts`` included)."""
+    if not target.is_name:
+        return [target.host]
+    try:
+        infos = await trio.socket.getaddrinfo(target.host, target.port, type=trio.socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransportError(f"cannot resolve bootstrap host {target.host!r}: {exc}") from exc
+    ips: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        ip = str(sockaddr[0])
+        if family in (trio.socket.AF_INET, trio.socket.AF_INET6) and ip not in ips:
+            ips.append(ip)
+    if not ips:
+        raise TransportError(f"bootstrap host {target.host!r} has no IPv4/IPv6 address")
+    return ips
+
+
+def tcp_multiaddr_text(ip: str, port: int) -> str:
+    proto = "ip6" if ipaddress.ip_address(ip).version == 6 else "ip4"
+    return f"/{proto}/{ip}/tcp/{port}"
+
+
+async def dial_unknown(host: IHost, ip: str, port: int, *, expected: ID | None = None) -> ID:
+    """Connect to ``ip:port`` without knowing the peer ID there; return the authenticated peer ID.
+
+    With ``expected`` the answering peer must be that one. The caller bounds this with a deadline.
+    """
+    import multiaddr
+
+    swarm = host.get_network()
+    maddr = multiaddr.Multiaddr(tcp_multiaddr_text(ip, port))
+    transport = swarm.transport_manager.transport_for_dialing(maddr)  # type: ignore[attr-defined]
+    if transport is None:
+        raise TransportError(f"no libp2p transport can dial {maddr}")
+    try:
+        raw_conn = await transport.dial(maddr)
+    except Exception as exc:
+        raise TransportError(f"cannot open TCP connection to {ip}:{port}: {exc}") from exc
+    to_close = raw_conn  # what must be closed if we do not get as far as handing it to the swarm
+    try:
+        upgrader = swarm.upgrader  # type: ignore[attr-defined]
+        # Noise XX as initiator with no expected peer: the responder's signed identity is still verified.
+        secured = await upgrader.security_multistream.secure_outbound(raw_conn, expected)
+        to_close = secured
+        peer = secured.get_remote_peer()
+        if expected is not None and peer != expected:
+            raise TransportError(f"peer at {ip}:{port} is {peer}, not the pinned {expected}")
+        if peer == host.get_id():
+            raise TransportError(f"{ip}:{port} is this peer itself")
+        if swarm.get_connections(peer):
+            return peer  # already connected (it dialled us first): keep that connection, drop this one
+        muxed = await upgrader.upgrade_connection(secured, peer)
+        to_close = muxed
+        await swarm.add_conn(muxed, direction="outbound")  # type: ignore[attr-defined]
+        to_close = None  # the swarm owns it now
+        host.get_peerstore().add_addrs(peer, [maddr], 0)
+        return peer
+    except TransportError:
+        raise
+    except trio.Cancelled:
+        raise
+    except Exception as exc:
+        raise TransportError(f"handshake with {ip}:{port} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if to_close is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await to_close.close()
+                except Exception:
+                    pass
