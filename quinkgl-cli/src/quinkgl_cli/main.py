@@ -20,6 +20,8 @@ COMMANDS = {
     "manifest": "quinkgl_cli.commands.manifest:manifest_group",
     "info": "quinkgl_cli.commands.info:info_command",
     "data": "quinkgl_cli.commands.data:data_command",
+    "simulate": "quinkgl_cli.commands.simulate:simulate_command",
+    "run": "quinkgl_cli.commands.run:run_command",
 }
 
 
@@ -45,7 +47,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: run the CLI and map errors to exit codes."""
-    from quinkgl.errors import ExitCode, QuinkGLError
+    from quinkgl.errors import ExitCode, QuinkGLError, user_error_in
 
     try:
         cli.main(args=argv, prog_name="quinkgl", standalone_mode=False)
@@ -63,6 +65,12 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
+    except BaseExceptionGroup as group:  # errors raised inside a trio nursery arrive wrapped
+        found = user_error_in(group)
+        if found is None:
+            raise
+        click.echo(f"error: {found}", err=True)
+        sys.exit(int(found.exit_code))
     sys.exit(0)
 
 

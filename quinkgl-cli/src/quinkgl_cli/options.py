@@ -51,3 +51,15 @@ def parse_script_args(items: Iterable[str]) -> dict[str, str]:
             raise click.UsageError(f"--script-arg expects KEY=VALUE; got {item!r}")
         result[key.strip()] = value
     return result
+
+
+def parse_bool(ctx: click.Context | None, param: Any, value: Any) -> bool:
+    """``true/false/yes/no/1/0`` → bool (a click callback; the guide writes ``--strict-manifest false``)."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise click.BadParameter(f"expected true or false; got {value!r}")

@@ -58,3 +58,31 @@ def components_table(registry: Any, known: dict[str, list[str]]) -> Any:
         for entry in entries:
             table.add_row(kind, entry[0], f"{entry[1]} (not installed)", f"pip install {entry[1]}")
     return table
+
+
+def simulation_table(summaries: list[dict[str, Any]], shard_sizes: list[int]) -> Any:
+    """Per-peer results of a simulation."""
+    from rich.table import Table
+
+    table = Table(title="Simulation", title_justify="left")
+    for column in ("peer", "samples", "rounds", "final val acc", "sent", "received", "accepted", "rejected"):
+        table.add_column(column, justify="right" if column != "peer" else "left")
+    for summary, size in zip(summaries, shard_sizes):
+        accuracy = summary["val_accuracy"]
+        table.add_row(
+            summary["node_id"], str(size), str(summary["rounds"]),
+            f"{accuracy:.4f}" if accuracy is not None else "-",
+            human_bytes(summary["bytes_sent"]), human_bytes(summary["bytes_received"]),
+            str(summary["updates_accepted"]), str(summary["updates_rejected"]),
+        )
+    return table
+
+
+def human_bytes(count: int) -> str:
+    """1536 → '1.5 KiB'."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

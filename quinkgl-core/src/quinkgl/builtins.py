@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quinkgl.plugins.hookspecs import hookimpl
-from quinkgl.plugins.records import AggregatorSpec, DataPolicySpec, TopologySpec
+from quinkgl.plugins.records import AggregatorSpec, DataPolicySpec, TopologySpec, TransportSpec
 
 
 def _fedavg(params, manifest):
@@ -54,4 +54,22 @@ def quinkgl_register_data_policies():
         factory=_default_data_policy,
         params=DefaultDataPolicyParams,
         description="share a noised label histogram (or nothing)",
+    )
+
+
+def _memory_transport(params, config):
+    from quinkgl.transports.memory import memory_transport
+
+    return memory_transport(params, config)
+
+
+@hookimpl
+def quinkgl_register_transports():
+    from quinkgl.transports.memory import MemoryParams
+
+    return TransportSpec(
+        name="memory",
+        factory=_memory_transport,
+        params=MemoryParams,
+        description="in-process transport for simulations and tests",
     )

@@ -34,6 +34,17 @@ class QuinkGLError(Exception):
     exit_code: ExitCode = ExitCode.RUNTIME
 
 
+def user_error_in(exc: BaseException) -> "QuinkGLError | None":
+    """The first QuinkGLError inside ``exc`` (which may be a nested ExceptionGroup from a trio nursery)."""
+    if isinstance(exc, QuinkGLError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = user_error_in(inner)
+        if found is not None:
+            return found
+    return None
+
+
 class ManifestError(QuinkGLError):
     """The manifest cannot be read or is not a valid manifest; ``problems`` lists ``(path, reason)`` pairs."""
 
@@ -93,3 +104,9 @@ class DataError(QuinkGLError):
     """Dataset files are missing or corrupt, or a loader yields data that does not fit the manifest."""
 
     exit_code = ExitCode.DATA_ERROR
+
+
+class UsageError(QuinkGLError):
+    """A combination of options that cannot work (e.g. both --script and --data)."""
+
+    exit_code = ExitCode.USAGE

@@ -34,7 +34,7 @@ class Topology(Protocol):
 class RandomTopologyParams:
     """``fanout``: how many peers receive the model each round (all of them if fewer are known)."""
 
-    fanout: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    fanout: int = attrs.field(default=3, validator=attrs.validators.ge(1))
 
 
 class RandomTopology:

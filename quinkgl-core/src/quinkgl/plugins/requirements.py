@@ -87,14 +87,21 @@ def _version_ok(version: str, specifier: str) -> bool:
         return False
 
 
-def resolve_components(manifest: Manifest, registry: Registry) -> ResolvedComponents:
-    """Check every plugin requirement and component of ``manifest``; one error lists all problems."""
+def resolve_components(
+    manifest: Manifest, registry: Registry, *, skip_kinds: Iterable[str] = ()
+) -> ResolvedComponents:
+    """Check every plugin requirement and component of ``manifest``; one error lists all problems.
+
+    ``skip_kinds`` leaves out components the caller replaces (the simulator brings its own transport)."""
+    skip = set(skip_kinds)
     from quinkgl.manifest.codec import structure_params
 
     problems: list[str] = []
     to_install: list[str] = []
     unusable: set[str] = set()
     for req in manifest.plugins:
+        if skip and all(item.split(":", 1)[0] in skip for item in req.provides):
+            continue
         needed = ", ".join(req.provides)
         version = _installed_version(req.distribution)
         if version is None:
@@ -112,14 +119,19 @@ def resolve_components(manifest: Manifest, registry: Registry) -> ResolvedCompon
     components: dict[str, RegisteredComponent] = {}
     params: dict[str, Any] = {}
     for field, kind in MANIFEST_COMPONENTS.items():
+        if kind in skip:
+            continue
         selected = getattr(manifest, field)
         found = registry.find(kind, selected.name)
         if found is None:
             known = first_party(kind, selected.name)
             if known is not None and known[1] in unusable:
                 continue  # already explained by the distribution problem above
-            hint = f"; it is provided by {known[1]}: pip install {known[1]}" if known else ""
-            if known is not None:
+            hint = ""
+            if known is not None and _installed_version(known[1]) is not None:
+                hint = f"; {known[1]} {_installed_version(known[1])} is installed but does not provide it (upgrade it)"
+            elif known is not None:
+                hint = f"; it is provided by {known[1]}: pip install {known[1]}"
                 to_install.append(known[1])
             problems.append(
                 f"{kind.replace('_', ' ')} {selected.name!r} is not available{hint}; available: "

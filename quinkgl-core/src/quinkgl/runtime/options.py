@@ -1,0 +1,36 @@
+"""What a peer is told to do: rounds, local work, timing, state."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class PeerOptions:
+    """Options of one peer (``quinkgl run`` flags; the simulator sets them per peer)."""
+
+    node_id: str
+    rounds: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    local_steps: Optional[int] = None  # batches per round; None with local_epochs None means 1 epoch
+    local_epochs: Optional[float] = None
+    gossip_interval: float = 12.0  # the longest a round waits for other peers' updates, seconds from round start
+    announce_interval: float = 1.0
+    peer_timeout: float = 10.0  # a peer not heard from for this long is no longer waited for
+    staleness: int = 2  # accept updates at most this many rounds older than ours
+    send_timeout: float = 30.0
+    script_args: Mapping[str, str] = attrs.field(factory=dict)
+    checkpoint_dir: Optional[str] = None
+    strict_manifest: bool = True
+    seed: Optional[int] = None
+    device: str = "cpu"
+    max_eval_batches: Optional[int] = None
+    isolated: bool = False  # train alone: never send (a baseline for experiments)
+
+    def steps_for(self, batches_per_epoch: int) -> int:
+        """How many batches one round trains on."""
+        if self.local_steps is not None:
+            return max(1, self.local_steps)
+        epochs = self.local_epochs if self.local_epochs is not None else 1.0
+        return max(1, round(epochs * max(batches_per_epoch, 1)))

@@ -1,0 +1,147 @@
+"""The in-process swarm simulator: N peers, one process, the real round loop over the ``memory`` transport.
+
+The peer script is used unchanged: its ``build_loaders`` is called once, the training set is split into one
+shard per peer (IID, or label-skewed with a Dirichlet prior), and every peer gets its own model from
+``build_model`` and its own optimizer from ``build_optimizer``. Deterministic transforms are applied once and
+shared (see :mod:`quinkgl.dataprep`); torch work is bounded by one limiter per core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import attrs
+
+from quinkgl import dataprep
+from quinkgl.errors import QuinkGLError
+from quinkgl.plugins.manager import Registry
+from quinkgl.plugins.requirements import resolve_components
+from quinkgl.runtime.options import PeerOptions
+from quinkgl.transport import TransportConfig
+
+_PARTITION_RE = re.compile(r"^(iid|dirichlet:(\d+(\.\d+)?))$")
+
+
+@attrs.frozen(kw_only=True)
+class SimulationOptions:
+    """How to run a simulated swarm."""
+
+    peers: int = attrs.field(validator=attrs.validators.ge(1))
+    rounds: int = attrs.field(validator=attrs.validators.ge(1))
+    partition: str = attrs.field(default="iid")
+    seed: int = 0
+    local_steps: Optional[int] = None
+    local_epochs: Optional[float] = None
+    gossip_interval: float = 60.0
+    script_args: dict[str, str] = attrs.field(factory=dict)
+    isolated: bool = False
+    max_eval_batches: Optional[int] = None
+    strict_manifest: bool = True
+
+    @partition.validator
+    def _check_partition(self, attribute: Any, value: str) -> None:
+        if not _PARTITION_RE.match(value):
+            raise QuinkGLError(f"--partition must be iid or dirichlet:ALPHA (e.g. dirichlet:0.3); got {value!r}")
+
+
+@attrs.frozen
+class SimulationResult:
+    """Per-peer summaries, per-peer per-round metrics, and the wall time."""
+
+    summaries: list[dict[str, Any]]
+    history: dict[str, list[dict[str, Any]]]
+    seconds: float
+    shard_sizes: list[int]
+
+
+def partition_indices(labels: Sequence[int], peers: int, partition: str, seed: int) -> list[list[int]]:
+    """Split sample indices into ``peers`` shards: IID, or per-class Dirichlet(alpha) proportions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if partition == "iid":
+        order = rng.permutation(n)
+        return [sorted(int(i) for i in chunk) for chunk in np.array_split(order, peers)]
+    alpha = float(partition.split(":", 1)[1])
+    if alpha <= 0:
+        raise QuinkGLError("dirichlet alpha must be > 0")
+    labels_arr = np.asarray(labels)
+    shards: list[list[int]] = [[] for _ in range(peers)]
+    for cls in np.unique(labels_arr):
+        members = rng.permutation(np.flatnonzero(labels_arr == cls))
+        proportions = rng.dirichlet([alpha] * peers)
+        cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
+        for shard, part in zip(shards, np.split(members, cuts)):
+            shard.extend(int(i) for i in part)
+    # A peer with no data cannot train: give it a few samples from the largest shard.
+    for shard in shards:
+        if not shard:
+            donor = max(shards, key=len)
+            shard.extend(donor[-8:])
+            del donor[-8:]
+    return [sorted(s) for s in shards]
+
+
+async def simulate_async(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,
+                         observer: Optional[Callable[[str, dict[str, Any]], None]] = None) -> SimulationResult:
+    """Run the simulated swarm on the current trio loop."""
+    import torch
+    import trio
+
+    from quinkgl.runtime.build import build_loaders, build_peer, peer_hooks, prepare_data
+    from quinkgl.runtime.peer import Peer
+    from quinkgl.transports.memory import MemoryParams, memory_transport
+
+    started = time.monotonic()
+    resolved = resolve_components(manifest, registry, skip_kinds=("transport",))
+    cores = os.cpu_count() or 1
+    limiter = trio.CapacityLimiter(cores)
+    torch.set_num_threads(1)  # peers run side by side; one intra-op thread each uses the cores best
+    base = PeerOptions(node_id="template", rounds=options.rounds, script_args=options.script_args, seed=options.seed)
+    loaders = build_loaders(manifest, peer_hooks(registry, script), base)
+    full = prepare_data(manifest, loaders, base)
+    labels = dataprep.dataset_labels(full.train) or dataprep.dataset_labels(loaders[0])
+    if labels is None:
+        if options.partition != "iid":
+            raise QuinkGLError("a label-skewed partition needs a dataset whose labels can be read (.targets)")
+        labels = [0] * full.num_samples
+    shards = partition_indices(labels, options.peers, options.partition, options.seed)
+    hub = f"simulation-{os.getpid()}-{time.monotonic_ns()}"
+    peers = []
+    for index, shard in enumerate(shards, start=1):
+        peer_options = PeerOptions(
+            node_id=f"peer-{index}", rounds=options.rounds, local_steps=options.local_steps,
+            local_epochs=options.local_epochs, gossip_interval=options.gossip_interval, script_args=options.script_args,
+            seed=options.seed, isolated=options.isolated, max_eval_batches=options.max_eval_batches,
+            strict_manifest=options.strict_manifest, peer_timeout=max(30.0, options.gossip_interval),
+        )
+        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=full.val)
+
+        def make_transport(max_bytes: int, node_id: str = peer_options.node_id) -> Any:
+            config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
+            return memory_transport(MemoryParams(hub=hub), config)
+
+        parts = build_peer(manifest, script, peer_options, registry, make_transport, resolved=resolved, data=data,
+                           limiter=limiter)
+        peers.append(Peer(parts, observer))
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            nursery.start_soon(peer.run)
+    return SimulationResult(
+        summaries=[peer.summary() for peer in peers],
+        history={peer.options.node_id: peer.history for peer in peers},
+        seconds=time.monotonic() - started,
+        shard_sizes=[len(s) for s in shards],
+    )
+
+
+def simulate(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,
+             observer: Optional[Callable[[str, dict[str, Any]], None]] = None) -> SimulationResult:
+    """Run a simulated swarm to completion (blocking)."""
+    import trio
+
+    return trio.run(simulate_async, manifest, script, options, registry, observer)

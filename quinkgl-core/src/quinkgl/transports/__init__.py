@@ -1,0 +1,1 @@
+"""Transports that ship with core (the in-process ``memory`` transport)."""

@@ -1,0 +1,96 @@
+"""The in-process ``memory`` transport: peers in one Python process, joined through a named hub.
+
+It implements the same contract as the libp2p transport (:mod:`quinkgl.transport`) — announcements, payloads with
+a size cap, peer loss — so the runtime and the simulator exercise exactly the code paths a networked peer does.
+Deliveries are synchronous handler calls on the event loop; bytes are passed, never objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Optional
+
+import attrs
+
+from quinkgl.transport import TransportConfig, TransportError, TransportStats
+
+_hubs: dict[str, dict[str, "MemoryTransport"]] = {}
+_ids = itertools.count(1)
+
+
+@attrs.frozen
+class MemoryParams:
+    """``hub``: peers with the same hub name see each other (default: one hub per swarm)."""
+
+    hub: str = ""
+
+
+class MemoryTransport:
+    """One peer's endpoint on an in-process hub."""
+
+    def __init__(self, params: MemoryParams, config: TransportConfig):
+        self.config = config
+        self.hub_name = params.hub or str(config.options.get("hub") or config.swarm_id)
+        self._peer_id = f"mem-{config.node_id}-{next(_ids)}"
+        self._handlers: dict[str, Any] = {}
+        self._stats = {"bytes_sent": 0, "bytes_received": 0, "payloads_sent": 0, "payloads_received": 0}
+        self._rejected: dict[str, int] = {}
+        self._open = False
+
+    @property
+    def peer_id(self) -> str:
+        return self._peer_id
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return []
+
+    def set_handlers(self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None) -> None:
+        self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost}
+
+    def _hub(self) -> dict[str, MemoryTransport]:
+        return _hubs.setdefault(self.hub_name, {})
+
+    async def __aenter__(self) -> MemoryTransport:
+        self._hub()[self._peer_id] = self
+        self._open = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._open = False
+        hub = self._hub()
+        hub.pop(self._peer_id, None)
+        for other in list(hub.values()):
+            if other._handlers.get("lost"):
+                other._handlers["lost"](self._peer_id)
+        if not hub:
+            _hubs.pop(self.hub_name, None)
+
+    async def announce(self, document: bytes) -> None:
+        for peer_id, other in list(self._hub().items()):
+            if peer_id != self._peer_id:
+                other._handlers["announcement"](self._peer_id, bytes(document))
+
+    async def send(self, peer_id: str, payload: bytes, *, timeout: float) -> None:
+        target = self._hub().get(peer_id)
+        if target is None or not target._open:
+            raise TransportError(f"peer {peer_id} is not reachable")
+        if len(payload) > target.config.max_payload_bytes:
+            target._rejected["oversized"] = target._rejected.get("oversized", 0) + 1
+            raise TransportError(f"payload of {len(payload)} bytes exceeds the receiver's limit")
+        self._stats["bytes_sent"] += len(payload)
+        self._stats["payloads_sent"] += 1
+        target._stats["bytes_received"] += len(payload)
+        target._stats["payloads_received"] += 1
+        target._handlers["payload"](self._peer_id, bytes(payload))
+
+    def connected_peers(self) -> list[str]:
+        return [p for p in self._hub() if p != self._peer_id]
+
+    def stats(self) -> TransportStats:
+        return TransportStats(**self._stats, rejected=dict(self._rejected))
+
+
+def memory_transport(params: MemoryParams, config: TransportConfig) -> MemoryTransport:
+    """Factory registered as the ``memory`` transport."""
+    return MemoryTransport(params, config)
