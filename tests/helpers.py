@@ -38,3 +38,51 @@ def mnist_net():
             return self.net(x)
 
     return MNISTNet()
+
+
+def guide_arch_hash():
+    """The arch hash of the guide's MNISTNet."""
+    from quinkgl.manifest import compute_arch_hash
+
+    return compute_arch_hash(mnist_net())
+
+
+def fedavg_manifest(**overrides):
+    """A manifest for the guide's MNIST script with FedAvg + RandomTopology over the memory transport."""
+    fields = dict(arch_hash=guide_arch_hash(), transport="memory")
+    fields.update(overrides)
+    return make_manifest(**fields)
+
+
+def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer=None, extra=None):
+    """Run peers (one per script/options pair) over one memory hub in this process; returns the Peer objects.
+
+    ``extra(peers, hub)``, if given, is an async function run beside the peers (e.g. a misbehaving client)."""
+    import trio
+
+    from quinkgl.plugins.manager import build_registry
+    from quinkgl.runtime.build import build_peer
+    from quinkgl.runtime.peer import Peer
+    from quinkgl.transport import TransportConfig
+    from quinkgl.transports.memory import MemoryParams, memory_transport
+
+    registry = registry or build_registry()
+    hub = hub or f"test-{id(scripts)}"
+
+    def factory(node_id):
+        return lambda max_bytes: memory_transport(
+            MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
+        )
+
+    peers = [Peer(build_peer(manifest, script, options, registry, factory(options.node_id)), observer)
+             for script, options in zip(scripts, options_list)]
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(peer.run)
+            if extra is not None:
+                nursery.start_soon(extra, peers, hub)
+
+    trio.run(main)
+    return peers

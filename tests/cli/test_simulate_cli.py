@@ -1,0 +1,57 @@
+"""`quinkgl simulate` as a user runs it: progress, per-peer table, metrics JSON, PNG plot; Mode A datasets."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import guide_arch_hash
+from quinkgl.errors import ExitCode
+
+
+def create_manifest(cli, name="sim", arch=None, shape="1,28,28"):
+    result = cli("manifest", "create", "--name", name, "--task-type", "class", "--input-shape", shape,
+                 "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
+                 "--model-arch-hash", arch or guide_arch_hash(), "--output", f"{name}.qgl")
+    assert result.returncode == 0, result.stderr
+    return f"{name}.qgl"
+
+
+def test_simulate_the_guide_script(cli, tmp_path, guide_script, mnist_root):
+    manifest = create_manifest(cli)
+    result = cli("simulate", "--manifest", manifest, "--script", str(guide_script), "--peers", "3", "--rounds", "2",
+                 "--local-steps", "30", "--max-eval-batches", "50", "--partition", "dirichlet:0.5", "--seed", "3",
+                 "--script-arg", f"data_root={mnist_root}", "--output", "out", "--plot", "acc.png",
+                 "--trust-policy", "open", timeout=300)
+    assert result.returncode == 0, result.stderr
+    for peer in ("peer-1", "peer-2", "peer-3"):
+        assert peer in result.stdout
+    assert "final val acc" in result.stdout and "round=002" in result.stdout
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(report["val_accuracy"]) == {"peer-1", "peer-2", "peer-3"}
+    assert all(len(v) == 2 and all(0 < a <= 1 for a in v) for v in report["val_accuracy"].values())
+    assert sum(report["shard_sizes"]) == 60000
+    assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_mode_a_standard_dataset(cli, tmp_path, mnist_root):
+    from quinkgl.manifest import compute_arch_hash
+    from quinkgl.standard import StandardPlugin
+
+    arch = compute_arch_hash(StandardPlugin("mnist").build_model())
+    manifest = create_manifest(cli, name="modea", arch=arch)
+    result = cli("simulate", "--manifest", manifest, "--data", "mnist", "--peers", "2", "--rounds", "1",
+                 "--local-steps", "20", "--max-eval-batches", "20", "--script-arg", f"data_root={mnist_root}",
+                 "--output", "out", "--trust-policy", "open", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "val_accuracy.png").exists()
+
+
+def test_mode_a_errors_list_what_is_supported(cli, mnist_root):
+    manifest = create_manifest(cli)
+    unknown = cli("simulate", "--manifest", manifest, "--data", "imagenet", "--trust-policy", "open")
+    assert unknown.returncode == ExitCode.DATA_ERROR and "supported: mnist, fashion-mnist, cifar10" in unknown.stderr
+    wrong = create_manifest(cli, name="rgb", shape="3,32,32")
+    mismatch = cli("simulate", "--manifest", wrong, "--data", "mnist", "--trust-policy", "open")
+    assert mismatch.returncode == ExitCode.DATA_ERROR and "[1, 28, 28]" in mismatch.stderr
+    both = cli("simulate", "--manifest", manifest, "--data", "mnist", "--script", "x.py", "--trust-policy", "open")
+    assert both.returncode == ExitCode.USAGE and "exactly one of --script" in both.stderr
