@@ -66,8 +66,12 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
     from quinkgl.transport import TransportConfig
     from quinkgl.transports.memory import MemoryParams, memory_transport
 
+    import attrs
+
     registry = registry or build_registry()
     hub = hub or f"test-{id(scripts)}"
+    if len(options_list) == 1:  # a lone peer has nobody to wait for before its first round
+        options_list = [attrs.evolve(options_list[0], discovery_wait=0)]
 
     def factory(node_id):
         return lambda max_bytes: memory_transport(

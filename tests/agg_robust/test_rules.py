@@ -186,7 +186,9 @@ def test_non_finite_and_misshapen_updates_are_excluded_not_fatal(registry, name)
 def test_integer_buffers_come_from_the_own_model_and_dtypes_are_kept(registry, name):
     honest = honest_models(7)
     own = ModelUpdate("own", 3, 100, {**honest[0].tensors, "fc.bias": honest[0].tensors["fc.bias"].double()})
-    received = [ModelUpdate(u.sender, 3, 100, {**u.tensors, "fc.bias": u.tensors["fc.bias"].half()}) for u in honest[1:]]
+    received = [
+        ModelUpdate(u.sender, 3, 100, {**u.tensors, "fc.bias": u.tensors["fc.bias"].half()}) for u in honest[1:]
+    ]
     result = build(registry, name, 1).aggregate(own, received)
     assert result.tensors["bn.num_batches_tracked"].item() == 7
     assert result.tensors["bn.num_batches_tracked"].dtype == torch.int64

@@ -513,3 +513,12 @@ def test_wire_never_uses_pickle_or_torch_load():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             mods = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
             assert not any(m.split(".")[0] in {"pickle", "dill", "marshal", "shelve", "joblib"} for m in mods)
+
+
+def test_counts_too_large_for_float_weights_are_rejected():
+    # A hostile peer claiming 10**400 samples would make float() in aggregation overflow: refuse it at the door.
+    payload = split(TINY_BYTES)[1]
+    assert reason_of(frame(base_fields(num_samples=10**400), payload)) is RejectReason.BAD_HEADER
+    assert reason_of(frame(base_fields(metadata={"label_histogram": [1, 10**30]}), payload)) is RejectReason.BAD_HEADER
+    ok = decode_update(frame(base_fields(num_samples=2**53), payload), expected=TINY_SPEC, swarm_id=SWARM)
+    assert ok.header.num_samples == 2**53

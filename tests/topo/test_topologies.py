@@ -144,6 +144,7 @@ def test_histograms_are_normalised_before_comparison():
     assert label_distribution([2, 2, 0]) == [0.5, 0.5, 0.0]
     assert label_distribution([0, 0]) is None and label_distribution("x") is None
     assert label_distribution([1, -1]) is None and label_distribution([True, 1]) is None
+    assert label_distribution([10**400, 1]) is None  # JSON ints are unbounded: too big for a float is unusable
     assert overlap([0.5, 0.5], [0.5, 0.5, 0.0]) == 1.0 and overlap([1.0, 0.0], [0.0, 1.0]) == 0.0
 
 
@@ -198,7 +199,8 @@ def test_topology_params_accept_decimal_strings_and_reject_unknown_keys_and_mode
     spec = registry.get("topology", "AffinityTopology").spec
     params = structure_params({"exploration": "0.25", "mode": "complementary"}, spec.params, "$.topology.params")
     assert params == AffinityTopologyParams(exploration=0.25, mode="complementary")
-    for bad, word in (({"fanouts": 2}, "fanouts"), ({"mode": "opposite"}, "mode"), ({"exploration": "1.5"}, "exploration")):
+    bad_params = (({"fanouts": 2}, "fanouts"), ({"mode": "opposite"}, "mode"), ({"exploration": "1.5"}, "exploration"))
+    for bad, word in bad_params:
         with pytest.raises(ManifestError, match=word):
             structure_params(bad, spec.params, "$.topology.params")
     cyclon = registry.get("topology", "CyclonTopology").spec

@@ -27,7 +27,10 @@ class Topology(Protocol):
     def select(
         self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
     ) -> list[str]:
-        """Return the peer IDs to send this round's model to (a subset of ``candidates``)."""
+        """Return the peer IDs to send this round's model to (a subset of ``candidates``, never ``own_id``).
+
+        ``candidates`` includes the peer itself (``peer_id == own_id``, with its own metadata) so topologies can
+        compare others with it; it must never be chosen."""
 
 
 @attrs.frozen

@@ -173,8 +173,22 @@ def _canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
+MAX_JSON_INT = 2**53  # beyond this, float() in aggregation loses precision or overflows
+
+
 def _is_nonneg_int(v: Any) -> bool:
-    return type(v) is int and v >= 0  # bool is an int subclass; a JSON true is not a round number
+    # bool is an int subclass; a JSON true is not a round number. Huge counts would overflow float weights.
+    return type(v) is int and 0 <= v <= MAX_JSON_INT
+
+
+def _ints_bounded(value: Any) -> bool:
+    if type(value) is int:
+        return abs(value) <= MAX_JSON_INT
+    if isinstance(value, dict):
+        return all(_ints_bounded(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_ints_bounded(v) for v in value)
+    return True
 
 
 def encode_update(
@@ -261,6 +275,8 @@ def _parse_header(raw: bytes) -> UpdateHeader:
             raise WireRejected(bad, f"{key} is not 64 lowercase hex digits")
     if not isinstance(fields["metadata"], dict):
         raise WireRejected(bad, "metadata is not a JSON object")
+    if not _ints_bounded(fields["metadata"]):
+        raise WireRejected(bad, "metadata holds an integer beyond ±2^53")
     try:
         canonical = _canonical_json(fields)
     except (ValueError, RecursionError) as e:

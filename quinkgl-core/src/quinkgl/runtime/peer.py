@@ -21,6 +21,7 @@ from quinkgl.runtime.inbox import Inbox
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.runtime.peerview import AnnouncementRejected, PeerView, encode_announcement, parse_announcement
 from quinkgl.runtime.training import BatchStream, evaluate, train_steps
+from quinkgl.topology import PeerCandidate
 
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
@@ -212,6 +213,16 @@ class Peer:
                 with trio.move_on_after(1.0):
                     await self._changed.wait()
 
+    async def _wait_for_first_peer(self) -> None:
+        """Give peers started at the same time a moment to appear, so round 1 is already a shared one."""
+        assert self.view is not None
+        if self.options.isolated or self.completed >= self.options.rounds:
+            return
+        with trio.move_on_after(self.options.discovery_wait):
+            while not self.view.alive(trio.current_time()):
+                with trio.move_on_after(1.0):
+                    await self._changed.wait()
+
     def _train(self) -> Any:
         steps = self.options.steps_for(_batches_per_epoch(self.p.train_data))
         return train_steps(self.p.model, self.p.optimizer, self.stream, steps, self.p.loss_fn, self.options.device,
@@ -253,7 +264,10 @@ class Peer:
         own_tensors = await self._work(self._snapshot)
         if not self.options.isolated:
             payload = await self._work(self._encode, own_tensors, round_idx)
-            targets = self.p.topology.select(self.peer_id, self.view.candidates(trio.current_time()), round_idx, self.rng)
+            me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
+            candidates = [me, *self.view.candidates(trio.current_time())]
+            targets = [t for t in self.p.topology.select(self.peer_id, candidates, round_idx, self.rng)
+                       if t != self.peer_id]
             async with trio.open_nursery() as sends:
                 for target in targets:
                     sends.start_soon(self._send, target, payload)
@@ -277,7 +291,9 @@ class Peer:
             self.p.hooks.quinkgl_on_aggregation_done(peer_ids=list(used), sample_count=samples)
         else:
             log.info("no updates received in round %d; keeping the local model", round_idx)
+        eval_started = trio.current_time()
         evaluated = await self._work(self._evaluate)
+        eval_seconds = trio.current_time() - eval_started
         stats = self.p.transport.stats()
         metrics = {
             "round": round_idx,
@@ -294,6 +310,7 @@ class Peer:
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
             "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
             "round_seconds": round(trio.current_time() - started, 3),
             "time": time.time(),
         }
@@ -314,6 +331,7 @@ class Peer:
                 nursery.start_soon(self._decode_loop)
                 nursery.start_soon(self._announce_loop)
                 self._emit("started", start_round=self.completed, rounds=self.options.rounds)
+                await self._wait_for_first_peer()
                 for round_idx in range(self.completed + 1, self.options.rounds + 1):
                     await self._round(round_idx)
                 self.done = True

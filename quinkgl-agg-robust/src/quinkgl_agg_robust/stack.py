@@ -1,0 +1,91 @@
+"""Models as rows of one matrix: the groundwork every rule in this package shares.
+
+Row 0 is always the own model. A received update joins only if it has every floating tensor of the own model
+with the same shape and holds finite values only; otherwise it is reported as excluded before any rule runs
+(the arch hash makes a shape mismatch unlikely, but a NaN from a diverged or hostile peer would poison every
+distance and sort). Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) never enter the matrix: the
+result always takes them from the own model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from quinkgl.aggregation import AggregationResult, ModelUpdate
+
+
+class ModelStack:
+    """The own model and the usable received models, flattened to the rows of ``matrix`` (own first)."""
+
+    def __init__(self, own: ModelUpdate, received: Sequence[ModelUpdate]):
+        self.own = own
+        self.names = [name for name, t in own.tensors.items() if t.is_floating_point()]
+        self.shapes = [own.tensors[name].shape for name in self.names]
+        self.sizes = [own.tensors[name].numel() for name in self.names]
+        # float32 at least (half precision loses too much in sums of squares); float64 if the model uses it.
+        self.dtype = torch.float32
+        for name in self.names:
+            self.dtype = torch.promote_types(self.dtype, own.tensors[name].dtype)
+        self.device = own.tensors[self.names[0]].device if self.names else torch.device("cpu")
+
+        candidates = [u for u in received if self._fits(u)]
+        rows = self._flatten([own, *candidates])
+        finite = torch.isfinite(rows).all(dim=1)
+        finite[0] = True  # the own model is the anchor: kept even if training diverged
+        keep = finite.tolist()
+        self.updates: list[ModelUpdate] = [own] + [u for u, ok in zip(candidates, keep[1:]) if ok]
+        self.matrix: torch.Tensor = rows[finite]
+        usable = {id(u) for u in self.updates}
+        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in usable)
+
+    def __len__(self) -> int:
+        return len(self.updates)
+
+    def _fits(self, update: ModelUpdate) -> bool:
+        tensors = update.tensors
+        return all(
+            name in tensors and tensors[name].is_floating_point() and tensors[name].shape == shape
+            for name, shape in zip(self.names, self.shapes)
+        )
+
+    def _flatten(self, updates: Sequence[ModelUpdate]) -> torch.Tensor:
+        if not self.names:
+            return torch.zeros((len(updates), 0), dtype=self.dtype, device=self.device)
+        return torch.stack(
+            [
+                torch.cat([u.tensors[name].detach().reshape(-1).to(self.device, self.dtype) for name in self.names])
+                for u in updates
+            ]
+        )
+
+    def tensors(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unflatten one row into a state dict shaped like the own model (integer buffers copied from it)."""
+        pieces = dict(zip(self.names, torch.split(row, self.sizes))) if self.names else {}
+        result: dict[str, torch.Tensor] = {}
+        for name, original in self.own.tensors.items():
+            if name in pieces:
+                result[name] = pieces[name].reshape(original.shape).to(original.dtype).clone()
+            else:
+                result[name] = original.clone()
+        return result
+
+    def result(self, row: torch.Tensor, used_rows: Sequence[int]) -> AggregationResult:
+        """An :class:`AggregationResult` for ``row``; own is always listed as used, unused rows as excluded."""
+        chosen = {0, *used_rows}
+        used = tuple(self.updates[i].sender for i in range(len(self.updates)) if i in chosen)
+        left_out = tuple(self.updates[i].sender for i in range(len(self.updates)) if i not in chosen)
+        return AggregationResult(self.tensors(row), used, self.rejected + left_out)
+
+    def keep_own(self) -> AggregationResult:
+        """The fallback when a rule cannot judge the models it has: keep the own model, exclude everything else."""
+        return self.result(self.matrix[0], [0])
+
+    def weighted_mean(self, rows: Sequence[int], weights: Sequence[float] | None = None) -> AggregationResult:
+        """The (weighted) mean of the given rows; weights are normalised here, all-zero weights mean uniform."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        if weights is None or float(sum(weights)) <= 0:
+            weights = [1.0] * len(index)
+        w = torch.tensor(list(weights), dtype=torch.float64, device=self.device)
+        w = (w / w.sum()).to(self.dtype)
+        return self.result(w @ self.matrix[index], list(rows))

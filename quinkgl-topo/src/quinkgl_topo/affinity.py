@@ -1,0 +1,105 @@
+"""AffinityTopology: push to the peers whose label distribution is closest to (or furthest from) our own.
+
+Affinity between two label histograms is their overlap ``Σ_c min(p_c, q_c)`` after normalising each to sum 1
+(1 = identical distributions, 0 = disjoint classes). In ``similar`` mode a peer's score is the overlap, in
+``complementary`` mode ``1 - overlap``. Each of the ``fanout`` slots goes, with probability ``exploration``, to
+a uniformly random remaining peer (so every peer stays reachable and the gossip graph connected), otherwise to
+the best-scored remaining peer (ties broken by the rng). Peers without a usable histogram are never scored:
+they get exploration slots, and the slots left once every scored peer is taken.
+
+The own histogram is not part of the Topology call. It comes from ``set_own_metadata`` (the data policy's
+metadata, which the runtime announces) or, if the runtime lists this peer among the candidates, from that
+entry. Without it no peer can be scored and the selection is uniformly random, like RandomTopology.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Mapping, Sequence
+
+from quinkgl.topology import PeerCandidate
+
+from quinkgl_topo.params import AffinityTopologyParams
+
+TIE = 1e-12  # scores this close are equal up to rounding: the rng breaks the tie
+
+
+def label_distribution(histogram: Any) -> list[float] | None:
+    """A histogram of non-negative counts normalised to sum 1, or None if it is not a usable histogram."""
+    # Histograms arrive from other peers as JSON: anything but finite non-negative numbers is unusable, and
+    # float() guards against integers too large for a float.
+    if not isinstance(histogram, (list, tuple)) or not histogram:
+        return None
+    counts: list[float] = []
+    for value in histogram:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            count = float(value)
+        except OverflowError:
+            return None
+        if not math.isfinite(count) or count < 0:
+            return None
+        counts.append(count)
+    total = sum(counts)
+    if not 0 < total < math.inf:
+        return None
+    return [count / total for count in counts]
+
+
+def overlap(p: Sequence[float], q: Sequence[float]) -> float:
+    """``Σ min(p_c, q_c)`` of two distributions (missing classes count as zero): 1 identical, 0 disjoint."""
+    return sum(min(a, b) for a, b in zip(p, q))  # classes beyond the shorter one contribute min(x, 0) = 0
+
+
+class AffinityTopology:
+    """Prefer peers by label-histogram affinity, with random exploration."""
+
+    def __init__(self, params: AffinityTopologyParams | None = None, manifest: Any = None):
+        self.params = params or AffinityTopologyParams()
+        self.own_distribution: list[float] | None = None
+
+    def set_own_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Tell the topology this peer's own announced metadata (its ``label_histogram``, if any)."""
+        self.own_distribution = label_distribution(metadata.get("label_histogram"))
+
+    def score(self, own: Sequence[float], metadata: Mapping[str, Any]) -> float | None:
+        """A candidate's preference score given the own distribution (higher is better), or None if unscored."""
+        theirs = label_distribution(metadata.get("label_histogram")) if isinstance(metadata, Mapping) else None
+        if theirs is None:
+            return None
+        shared = overlap(own, theirs)
+        return shared if self.params.mode == "similar" else 1.0 - shared
+
+    def select(
+        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
+    ) -> list[str]:
+        """Pick up to ``fanout`` distinct peers (never ourselves), best affinity first, some at random."""
+        own = self.own_distribution
+        metadata: dict[str, Mapping[str, Any]] = {}
+        for candidate in candidates:
+            if candidate.peer_id == own_id:
+                if own is None:
+                    own = label_distribution(candidate.metadata.get("label_histogram"))
+                continue
+            metadata.setdefault(candidate.peer_id, candidate.metadata)
+        remaining = sorted(metadata)  # sorted: the same candidates in any order give the same picks for one rng
+        scores: dict[str, float] = {}
+        if own is not None:
+            for peer_id in remaining:
+                value = self.score(own, metadata[peer_id])
+                if value is not None:
+                    scores[peer_id] = value
+
+        picks: list[str] = []
+        while remaining and len(picks) < self.params.fanout:
+            scored = [p for p in remaining if p in scores]
+            if scored and rng.random() >= self.params.exploration:
+                best = max(scores[p] for p in scored)
+                choice = rng.choice([p for p in scored if scores[p] >= best - TIE])
+            else:
+                choice = rng.choice(remaining)
+            picks.append(choice)
+            remaining.remove(choice)
+        return picks

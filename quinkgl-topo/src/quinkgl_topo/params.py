@@ -1,0 +1,31 @@
+"""Parameter classes of the topologies, as manifests carry them in ``topology.params``.
+
+Kept apart from the topologies so that registering the plugin builds no topology code. Decimals arrive as
+strings (``{"exploration": "0.2"}``); core's converter turns them into floats.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+AFFINITY_MODES = ("similar", "complementary")
+
+
+@attrs.frozen
+class AffinityTopologyParams:
+    """``fanout``: peers per round; ``mode``: prefer ``similar`` or ``complementary`` label histograms;
+    ``exploration``: chance that a slot goes to a uniformly random peer instead, keeping the graph connected."""
+
+    fanout: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    mode: str = attrs.field(default="similar", validator=attrs.validators.in_(AFFINITY_MODES))
+    exploration: float = attrs.field(default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)])
+
+
+@attrs.frozen
+class CyclonTopologyParams:
+    """``view_size``: entries in the partial view; ``fanout``: peers per round (the oldest entry plus random
+    ones from the view); ``shuffle_length``: view entries swapped for fresh peers each round."""
+
+    view_size: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    fanout: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    shuffle_length: int = attrs.field(default=3, validator=attrs.validators.ge(1))
