@@ -55,3 +55,10 @@ def test_mode_a_errors_list_what_is_supported(cli, mnist_root):
     assert mismatch.returncode == ExitCode.DATA_ERROR and "[1, 28, 28]" in mismatch.stderr
     both = cli("simulate", "--manifest", manifest, "--data", "mnist", "--script", "x.py", "--trust-policy", "open")
     assert both.returncode == ExitCode.USAGE and "exactly one of --script" in both.stderr
+
+
+def test_guide_scripts_in_the_tests_are_the_examples_unchanged():
+    from conftest import GUIDE_SCRIPTS, REPO
+
+    for name in ("mnist_peer_script.py", "cifar10_peer_script.py"):
+        assert (GUIDE_SCRIPTS / name).read_bytes() == (REPO / "examples" / name).read_bytes()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-import torch
 
 from helpers import fedavg_manifest, run_swarm
 from quinkgl.errors import ArchMismatchError, DataError, ScriptError
@@ -17,7 +16,6 @@ import sys
 sys.path.insert(0, {guide_dir!r})
 from mnist_peer_script import *          # the guide's script, unchanged
 import mnist_peer_script as guide
-import torch
 
 EVENTS = []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 
 import pytest
@@ -123,7 +122,7 @@ def test_garbage_truncated_and_oversized_payloads_are_counted_while_the_peer_tra
     from quinkgl_transport_libp2p.transport import create_transport
 
     manifest = swarm["manifest"]
-    peer = PeerProcess(swarm["dir"], "target", peer_args(swarm, 4), swarm["env"])
+    peer = PeerProcess(swarm["dir"], "target", peer_args(swarm, 10000), swarm["env"])
     try:
         target_id = peer.peer_id()
 
@@ -151,10 +150,12 @@ def test_garbage_truncated_and_oversized_payloads_are_counted_while_the_peer_tra
                     await client.send(target_id, good + b"\0" * (2 << 20), timeout=30)
 
         trio.run(attack)
-        assert peer.wait(timeout=600) == 0, peer.text()
+        rounds_so_far = peer.text().count("round=")
+        peer.wait_for(r"^round=\d+", count=rounds_so_far + 2)  # it keeps training after the attack
+        peer.signal(signal.SIGTERM)
+        assert peer.wait(timeout=60) == ExitCode.TERMINATED
         summary = peer.wait_for(r"^summary: .*").group(0)
         for reason in ("bad_magic", "truncated", "payload_too_large"):
             assert reason in summary, summary
-        assert "round=004" in peer.text()
     finally:
         peer.stop()

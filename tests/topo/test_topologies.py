@@ -14,7 +14,8 @@ from quinkgl.manifest.codec import structure_params
 from quinkgl.plugins.manager import build_registry
 from quinkgl.topology import PeerCandidate
 
-from quinkgl_topo.affinity import AffinityTopology, label_distribution, overlap
+from quinkgl.datapolicy import label_distribution
+from quinkgl_topo.affinity import AffinityTopology, overlap
 from quinkgl_topo.cyclon import CyclonTopology
 from quinkgl_topo.params import AffinityTopologyParams, CyclonTopologyParams
 

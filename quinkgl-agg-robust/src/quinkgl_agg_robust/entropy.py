@@ -18,33 +18,11 @@ from typing import Any, Mapping, Sequence
 
 from quinkgl.aggregation import AggregationResult, ModelUpdate
 
+from quinkgl.datapolicy import label_distribution
 from quinkgl_agg_robust.params import EntropyWeightedAvgParams
 from quinkgl_agg_robust.stack import ModelStack
 
 MAX_SAMPLES = 2**63
-
-
-def label_distribution(histogram: Any) -> list[float] | None:
-    """A histogram of non-negative counts normalised to sum 1, or None if it is not a usable histogram."""
-    # Histograms arrive from other peers as JSON: anything but finite non-negative numbers is unusable, and
-    # float() guards against integers too large for a float.
-    if not isinstance(histogram, (list, tuple)) or not histogram:
-        return None
-    counts: list[float] = []
-    for value in histogram:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        try:
-            count = float(value)
-        except OverflowError:
-            return None
-        if not math.isfinite(count) or count < 0:
-            return None
-        counts.append(count)
-    total = sum(counts)
-    if not 0 < total < math.inf:
-        return None
-    return [count / total for count in counts]
 
 
 def normalised_entropy(histogram: Any) -> float | None:

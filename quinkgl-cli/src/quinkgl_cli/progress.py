@@ -7,31 +7,47 @@ from typing import Any
 import click
 
 
-class SimulationProgress:
-    """Counts finished peer-rounds; shows the best/worst latest accuracy."""
+class _LiveBar:
+    """A rich progress bar with one task, shown only when ``live``; subclasses choose the label column."""
+
+    label = "{task.description}"
 
     def __init__(self, total: int, live: bool):
         self.total = total
         self.live = live
-        self.latest: dict[str, float] = {}
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> SimulationProgress:
+    def __enter__(self) -> Any:
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             from quinkgl_cli.terminal import console
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=console(), redirect_stdout=True)
+            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console(),
+                                      redirect_stdout=True)
             self._progress.__enter__()
-            self._task = self._progress.add_task("peer-rounds", total=self.total)
+            self._task = self._progress.add_task("starting", total=self.total)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+    def _update(self, **fields: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, **fields)
+
+
+class SimulationProgress(_LiveBar):
+    """Counts finished peer-rounds; shows the lowest and highest latest validation accuracy."""
+
+    label = "peer-rounds"
+
+    def __init__(self, total: int, live: bool):
+        super().__init__(total, live)
+        self.latest: dict[str, float] = {}
 
     def observe(self, kind: str, data: dict[str, Any]) -> None:
         """Observer callback given to the runtime."""
@@ -40,10 +56,29 @@ class SimulationProgress:
         if data.get("val_accuracy") is not None:
             self.latest[data["node_id"]] = data["val_accuracy"]
         spread = f"val acc {min(self.latest.values()):.3f}-{max(self.latest.values()):.3f}" if self.latest else ""
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, description=f"round {data['round']} {spread}")
+        if self.live:
+            self._update(advance=1, description=f"round {data['round']} {spread}")
         else:
             click.echo(f"[sim] {data['node_id']} round {data['round']} val_acc={data.get('val_accuracy')}")
+
+
+class PeerProgress(_LiveBar):
+    """A live status line for one peer on a terminal (round, peers, accuracy, bytes); nothing otherwise."""
+
+    label = "round"
+
+    def observe(self, kind: str, data: dict[str, Any]) -> None:
+        """Observer callback given to the runtime."""
+        if kind == "started":
+            self._update(completed=data.get("start_round", 0))
+        elif kind == "round_end":
+            from quinkgl_cli.render import human_bytes
+
+            accuracy = data.get("val_accuracy")
+            description = f"peers {data['peers']} · sent {human_bytes(data['bytes_sent'])}"
+            if accuracy is not None:
+                description += f" · val acc {accuracy:.3f}"
+            self._update(completed=data["round"], description=description)
 
 
 def configure_logging(verbose: bool, live: bool) -> None:
@@ -68,47 +103,3 @@ def configure_logging(verbose: bool, live: bool) -> None:
     logging.getLogger("quinkgl").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("libp2p").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
-
-
-class PeerProgress:
-    """A live status line for one peer on a terminal (round, peers, accuracy, bytes); nothing otherwise."""
-
-    def __init__(self, rounds: int, live: bool):
-        self.rounds = rounds
-        self.live = live
-        self._progress: Any = None
-        self._task: Any = None
-        self.peers = 0
-
-    def __enter__(self) -> PeerProgress:
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from quinkgl_cli.terminal import console
-
-            self._progress = Progress(TextColumn("round"), MofNCompleteColumn(), BarColumn(),
-                                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console(),
-                                      redirect_stdout=True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task("starting", total=self.rounds)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def observe(self, kind: str, data: dict[str, Any]) -> None:
-        """Observer callback given to the runtime."""
-        if self._progress is None:
-            return
-        if kind == "started":
-            self._progress.update(self._task, completed=data.get("start_round", 0))
-        elif kind == "round_end":
-            from quinkgl_cli.render import human_bytes
-
-            accuracy = data.get("val_accuracy")
-            self._progress.update(
-                self._task, completed=data["round"],
-                description=f"peers {data['peers']} · val acc {accuracy:.3f} · sent {human_bytes(data['bytes_sent'])}"
-                if accuracy is not None else f"peers {data['peers']}",
-            )

@@ -30,7 +30,7 @@ def manifest_table(manifest: Any, signature: str, expired: bool) -> Any:
         ("Creator", manifest.creator_pubkey or "none"),
         ("Signature", signature),
     ]
-    rows += [(f"Requires", f"{r.distribution}{r.specifier} ({', '.join(r.provides)})") for r in manifest.plugins]
+    rows += [("Requires", f"{r.distribution}{r.specifier} ({', '.join(r.provides)})") for r in manifest.plugins]
     for field, value in rows:
         table.add_row(field, value)
     return table

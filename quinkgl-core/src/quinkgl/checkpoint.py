@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import hashlib
 import json
 import logging
@@ -53,6 +52,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from quinkgl.fsutil import atomic_write_bytes, fsync_directory
 from quinkgl.errors import QuinkGLError
 
 __all__ = ["Checkpoint", "CheckpointDirError", "CheckpointStore", "MetricsLog", "SkippedCheckpoint"]
@@ -104,34 +104,9 @@ class _Corrupt(Exception):
 # ---------------------------------------------------------------------------------------------- file helpers
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Fsync a directory so that renames inside it survive a power loss."""
-    if os.name == "nt":  # Windows cannot open a directory; its renames are journaled by NTFS anyway
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems (e.g. certain network mounts) refuse fsync on directories
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``data`` to ``path`` atomically (see :func:`quinkgl.fsutil.atomic_write_bytes`)."""
+    atomic_write_bytes(str(path), data, mode=0o600)
 
 
 def _remove(path: Path) -> None:
@@ -322,7 +297,7 @@ class CheckpointStore:
                 _remove_atomically(final)
             os.rename(staging, final)
             staging = None
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
             _atomic_write(self.directory / _LATEST_FILE, f"{name}\n".encode())
             self._prune(round_idx)
         except OSError as exc:
@@ -401,7 +376,7 @@ def _remove_atomically(folder: Path) -> None:
     """Rename a folder to a temp name (one atomic step), then delete it at leisure."""
     doomed = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-", dir=folder.parent))
     os.rename(folder, doomed / folder.name)
-    _fsync_dir(folder.parent)
+    fsync_directory(folder.parent)
     _remove(doomed)
 
 

@@ -6,6 +6,7 @@ noise whose scale follows the privacy level: the raw counts never leave the peer
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Sequence
 
@@ -44,3 +45,26 @@ class DefaultDataPolicy:
             noise = rng.expovariate(1 / scale) - rng.expovariate(1 / scale) if scale > 0 else 0.0
             noised.append(max(0, round(count + noise)))
         return {"label_histogram": noised}
+
+
+def label_distribution(histogram: Any) -> list[float] | None:
+    """A histogram of non-negative counts normalised to sum 1, or None if it is not a usable histogram."""
+    # Histograms arrive from other peers as JSON: anything but finite non-negative numbers is unusable, and
+    # float() guards against integers too large for a float.
+    if not isinstance(histogram, (list, tuple)) or not histogram:
+        return None
+    counts: list[float] = []
+    for value in histogram:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            count = float(value)
+        except OverflowError:
+            return None
+        if not math.isfinite(count) or count < 0:
+            return None
+        counts.append(count)
+    total = sum(counts)
+    if not 0 < total < math.inf:
+        return None
+    return [count / total for count in counts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -31,10 +32,15 @@ def atomic_write_bytes(path: str, data: bytes, *, mode: int = 0o644, overwrite: 
         raise
 
 
-def fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename inside it survives a crash."""
+    if os.name == "nt":  # Windows cannot open a directory; NTFS journals renames anyway
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:  # some filesystems (certain network mounts) refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)

@@ -14,38 +14,15 @@ entry. Without it no peer can be scored and the selection is uniformly random, l
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any, Mapping, Sequence
 
+from quinkgl.datapolicy import label_distribution
 from quinkgl.topology import PeerCandidate
 
 from quinkgl_topo.params import AffinityTopologyParams
 
 TIE = 1e-12  # scores this close are equal up to rounding: the rng breaks the tie
-
-
-def label_distribution(histogram: Any) -> list[float] | None:
-    """A histogram of non-negative counts normalised to sum 1, or None if it is not a usable histogram."""
-    # Histograms arrive from other peers as JSON: anything but finite non-negative numbers is unusable, and
-    # float() guards against integers too large for a float.
-    if not isinstance(histogram, (list, tuple)) or not histogram:
-        return None
-    counts: list[float] = []
-    for value in histogram:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        try:
-            count = float(value)
-        except OverflowError:
-            return None
-        if not math.isfinite(count) or count < 0:
-            return None
-        counts.append(count)
-    total = sum(counts)
-    if not 0 < total < math.inf:
-        return None
-    return [count / total for count in counts]
 
 
 def overlap(p: Sequence[float], q: Sequence[float]) -> float:

@@ -202,6 +202,9 @@ class Peer:
         except Exception as exc:
             self.counters.send_failures += 1
             log.warning("sending round %d to %s failed: %s", self.round, target, exc)
+            if self.view is not None:
+                self.view.forget(target)  # until it announces itself again
+                self._notify()
 
     async def _wait_for_peers(self, round_idx: int, deadline: float) -> None:
         assert self.view is not None
