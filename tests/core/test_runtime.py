@@ -98,7 +98,11 @@ def test_bad_updates_are_counted_and_foreign_peers_ignored(guide_script, mnist_r
                 wire.encode_update(good, swarm_id=other_swarm.swarm_id, sender=rogue.peer_id, round=1, num_samples=1),
                 wire.encode_update(good, swarm_id=manifest.swarm_id, sender="someone-else", round=1, num_samples=1),
             ):
+                handled = target.counters.updates_accepted + target.counters.updates_rejected
                 await rogue.send(target.peer_id, payload, timeout=5)
+                with trio.fail_after(30):  # one at a time: a burst would be cut off as flooding (tested below)
+                    while target.counters.updates_accepted + target.counters.updates_rejected == handled:
+                        await trio.sleep(0.01)
             await foreign.send(target.peer_id,
                                wire.encode_update(good, swarm_id=manifest.swarm_id, sender=foreign.peer_id, round=1,
                                                   num_samples=1), timeout=5)
@@ -123,3 +127,24 @@ def test_isolated_peers_never_send(guide_script, mnist_root):
                       [options(f"p{i}", 2, mnist_root, isolated=True) for i in range(2)])
     assert all(p.counters.updates_sent == 0 and p.p.transport.stats().bytes_sent == 0 for p in peers)
     assert all(m["aggregated_from"] == [] for p in peers for m in p.history)
+
+
+def test_a_flooding_sender_is_cut_off_and_counted(guide_script, mnist_root):
+    manifest = fedavg_manifest()
+
+    async def flood(peers, hub):
+        target = peers[0]
+        while target.view is None:
+            await trio.sleep(0.01)
+        rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="flood"))
+        rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
+        async with rogue:
+            for _ in range(50):  # synchronous deliveries: the decoder gets no chance to drain in between
+                await rogue.send(target.peer_id, b"x" * 1000, timeout=5)
+            while target.completed < 1:
+                await trio.sleep(0.05)
+
+    target = run_swarm(manifest, [ScriptPlugin.from_file(guide_script) for _ in range(2)],
+                       [options(f"p{i}", 2, mnist_root) for i in range(2)], extra=flood)[0]
+    assert target.counters.rejected["sender_flooding"] >= 40
+    assert target.completed == 2 and not target._pending

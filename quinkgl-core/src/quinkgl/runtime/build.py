@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from typing import Any, Callable, Optional, Sequence
 
 import attrs
@@ -106,7 +107,9 @@ def prepare_data(manifest: Any, loaders: tuple[Any, Any], options: PeerOptions,
     """Check the loaders' first batches and convert them to fast batches where possible (a shard if given)."""
     train_loader, val_loader = loaders
     seed = options.seed if options.seed is not None else 0
-    train = dataprep.fast_loader(train_loader, seed=hash((seed, options.node_id)) & 0xFFFF, indices=indices)
+    # A stable per-peer shuffling seed (str hash() is randomised per process).
+    peer_seed = zlib.crc32(f"{seed}:{options.node_id}".encode()) & 0xFFFF
+    train = dataprep.fast_loader(train_loader, seed=peer_seed, indices=indices)
     val = val if val is not None else dataprep.fast_loader(val_loader)
     check_first_batch(manifest, next(iter(train)), "training")
     check_first_batch(manifest, next(iter(val)), "validation")

@@ -25,6 +25,7 @@ from quinkgl.topology import PeerCandidate
 
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
+MAX_PENDING_PER_SENDER = 2  # a sender has at most this many undecoded updates queued; more are dropped, counted
 
 
 @attrs.define
@@ -91,7 +92,8 @@ class Peer:
         self.expected = wire.model_spec(parts.model.state_dict())
         self.max_update = wire.max_update_bytes(self.expected)
         self._changed = trio.Event()
-        self._payloads_send, self._payloads_recv = trio.open_memory_channel(256)
+        self._payloads_send, self._payloads_recv = trio.open_memory_channel(64)
+        self._pending: dict[str, int] = {}  # undecoded payloads per sender: memory stays bounded under a flood
         self._decoding = 0
         self._ignored_announcers: set[str] = set()
 
@@ -131,10 +133,15 @@ class Peer:
         self._notify()
 
     def _on_payload(self, sender: str, payload: bytes) -> None:
+        if self._pending.get(sender, 0) >= MAX_PENDING_PER_SENDER:
+            self.counters.reject("sender_flooding")
+            return
         try:
             self._payloads_send.send_nowait((sender, payload))
         except trio.WouldBlock:
             self.counters.reject("inbox_full")
+            return
+        self._pending[sender] = self._pending.get(sender, 0) + 1
 
     def _on_peer_lost(self, sender: str) -> None:
         if self.view is not None:
@@ -148,6 +155,9 @@ class Peer:
                 await self._accept(sender, payload)
             finally:
                 self._decoding -= 1
+                self._pending[sender] -= 1
+                if not self._pending[sender]:
+                    del self._pending[sender]
                 self._notify()
 
     async def _accept(self, sender: str, payload: bytes) -> None:
