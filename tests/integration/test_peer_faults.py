@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import signal
 
 import pytest
@@ -76,6 +77,10 @@ def test_killed_peer_others_finish_and_it_rejoins_with_same_id_and_resumes(swarm
         victim = peers[2]
         victim_id = victim.peer_id()
         victim.wait_for(r"^round=002", timeout=300)
+        latest = folder / "ckpt" / "peer-3" / "latest"
+        deadline = time.monotonic() + 60  # on_round_end prints before the round's checkpoint is written
+        while time.monotonic() < deadline and not (latest.exists() and latest.read_text().strip() >= "round-000002"):
+            time.sleep(0.05)
         victim.signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
         for survivor in peers[:2]:
