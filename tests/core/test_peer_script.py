@@ -147,3 +147,14 @@ def test_optimizer_of_wrong_type_and_raising_callback(tmp_path):
 
     found = user_error_in(info.value)
     assert isinstance(found, ScriptError) and "on_round_end()" in str(found) and "KeyError" in str(found)
+
+
+def test_a_raising_discovery_callback_stops_the_peer_with_a_script_error(tmp_path):
+    from quinkgl.errors import user_error_in
+
+    body = BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS) + "def on_peer_discovered(peer_id):\n    raise ValueError('bad print')\n"
+    scripts = [ScriptPlugin.from_file(write(tmp_path, f"d{i}.py", body)) for i in range(2)]
+    with pytest.raises(BaseException) as info:
+        run_swarm(fedavg_manifest(), scripts, [PeerOptions(node_id=f"p{i}", rounds=2, local_steps=1) for i in range(2)])
+    found = user_error_in(info.value)
+    assert isinstance(found, ScriptError) and "on_peer_discovered()" in str(found) and "bad print" in str(found)

@@ -96,6 +96,8 @@ class Peer:
         self._pending: dict[str, int] = {}  # undecoded payloads per sender: memory stays bounded under a flood
         self._decoding = 0
         self._ignored_announcers: set[str] = set()
+        self._discovered: set[str] = set()
+        self._callback_error: Optional[BaseException] = None  # a peer-script callback that raised on the loop
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -127,9 +129,13 @@ class Peer:
                 log.warning("ignoring peer %s: %s (%s)", sender, exc.reason.replace("_", " "), exc)
                 self._emit("peer_ignored", sender=sender, reason=exc.reason, detail=str(exc))
             return
-        if self.view.observe(sender, doc, trio.current_time()):
+        if self.view.observe(sender, doc, trio.current_time()) and sender not in self._discovered:
+            self._discovered.add(sender)  # once per peer, even if it drops out of the view and comes back
             self._emit("peer_discovered", sender=sender, node=doc["node_id"])
-            self.p.hooks.quinkgl_on_peer_discovered(peer_id=sender)
+            try:
+                self.p.hooks.quinkgl_on_peer_discovered(peer_id=sender)
+            except Exception as exc:  # raised inside a transport callback: surface it from the round loop
+                self._callback_error = exc
         self._notify()
 
     def _on_payload(self, sender: str, payload: bytes) -> None:
@@ -267,8 +273,13 @@ class Peer:
                    extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash, "node_id": self.options.node_id})
         store.metrics_log.append(metrics)
 
+    def _raise_callback_error(self) -> None:
+        if self._callback_error is not None:
+            raise self._callback_error
+
     async def _round(self, round_idx: int) -> dict[str, Any]:
         assert self.view is not None
+        self._raise_callback_error()
         started = trio.current_time()
         self.round = round_idx
         self._notify()
@@ -288,6 +299,7 @@ class Peer:
         await self._announce()
         if not self.options.isolated:
             await self._wait_for_peers(round_idx, started + self.options.gossip_interval)
+        self._raise_callback_error()
         received, stale = self.inbox.take(min_round=round_idx - self.options.staleness)
         for _ in range(stale):
             self.counters.reject("stale_round")
