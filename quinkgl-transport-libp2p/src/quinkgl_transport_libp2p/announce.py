@@ -15,8 +15,12 @@ Facts about py-libp2p 0.8.1 this module is built around (DESIGN §7):
 * Strict signing is on: every message is signed by its origin's peer key, and the library rejects messages
   whose signature or key does not match the ``from`` peer ID. The ``sender`` handed to the application is
   that authenticated peer ID, never a field inside the document.
-* A topic validator accepts only our envelope (``b"QGA1"`` + SHA-256 of the swarm ID + document) with the
-  right swarm tag and size; rejections are counted by reason.
+* A topic validator accepts only our envelope (``b"QGA2"`` + SHA-256 of the swarm ID + the publisher's address
+  block + document; see :mod:`.peer_exchange`) with the right swarm tag, a well-formed address block and the
+  right size; rejections are counted by reason, and a rejected message is neither delivered nor forwarded.
+* Peer exchange: the address block of a delivered message is handed to ``learn(origin, addrs)`` — the origin
+  being the authenticated signer — before the document is queued for the application, which sees only
+  ``(sender, document)``.
 
 The topic is derived from the swarm ID, so swarms never share a topic.
 """
@@ -38,11 +42,10 @@ from libp2p.tools.anyio_service import background_trio_service
 from quinkgl.transport import TransportError
 
 from .framing import swarm_tag
+from .peer_exchange import EnvelopeError, decode_envelope, encode_addr_block, encode_envelope
 
 logger = logging.getLogger(__name__)
 
-ENVELOPE_MAGIC = b"QGA1"
-ENVELOPE_OVERHEAD = len(ENVELOPE_MAGIC) + 32
 QUEUE_SIZE = 1024  # announcements waiting for the application's handler
 OUTBOUND_QUEUE_SIZE = 256  # RPCs waiting to be written to one peer (py-libp2p: 32, then silently dropped)
 
@@ -82,6 +85,7 @@ class Announcer:
         max_bytes: int,
         deliver: Callable[[str, bytes], None],
         reject: Callable[[str], None],
+        learn: Callable[[str, list[str]], None] | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.host = host
@@ -90,8 +94,9 @@ class Announcer:
         self._tag = swarm_tag(swarm_id)
         self._deliver = deliver
         self._reject = reject
+        self._learn = learn
         self._queue_size = queue_size
-        self._prefix = ENVELOPE_MAGIC + self._tag
+        self._addr_block = encode_addr_block([])
         self.gossipsub = GossipSub(
             protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=6,
@@ -108,18 +113,18 @@ class Announcer:
         self._send, self._recv = trio.open_memory_channel[tuple[str, bytes]](queue_size)
         self._me = host.get_id().to_bytes()
 
+    def set_addrs(self, addrs: list[str]) -> None:
+        """The addresses published with every announcement (validated block form, see
+        :func:`.peer_exchange.own_addrs`)."""
+        self._addr_block = encode_addr_block(addrs)
+
     # ---------------------------------------------------------------------------------------------------------
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        data = msg.data
-        if len(data) > ENVELOPE_OVERHEAD + self.max_bytes:
-            self._reject("announce_too_large")
-            return False
-        if not data.startswith(ENVELOPE_MAGIC):
-            self._reject("announce_bad_envelope")
-            return False
-        if data[len(ENVELOPE_MAGIC) : ENVELOPE_OVERHEAD] != self._tag:
-            self._reject("announce_wrong_swarm")
+        try:
+            decode_envelope(msg.data, self._tag, self.max_bytes)
+        except EnvelopeError as exc:
+            self._reject(f"announce_{exc.reason}")
             return False
         if not msg.signature:
             self._reject("announce_unsigned")  # strict signing already refuses these; kept as a guard
@@ -133,7 +138,17 @@ class Announcer:
         if msg.from_id == self._me:
             return True  # our own publication, echoed back by pubsub
         try:
-            self._send.send_nowait((ID(msg.from_id).to_base58(), msg.data[ENVELOPE_OVERHEAD:]))
+            addrs, document = decode_envelope(msg.data, self._tag, self.max_bytes)
+        except EnvelopeError:  # validated already; kept as a guard
+            return True
+        origin = ID(msg.from_id).to_base58()  # authenticated by strict signing
+        if self._learn is not None and addrs:
+            try:
+                self._learn(origin, addrs)
+            except Exception:
+                logger.exception("filing the addresses announced by %s failed", origin)
+        try:
+            self._send.send_nowait((origin, document))
         except trio.WouldBlock:
             self._reject("announce_queue_full")
         return True
@@ -170,7 +185,7 @@ class Announcer:
                 "(GossipSub drops large messages silently; send big data with send())"
             )
         try:
-            await self.pubsub.publish(self.topic, self._prefix + bytes(document))
+            await self.pubsub.publish(self.topic, encode_envelope(self._tag, self._addr_block, document))
         except Exception as exc:
             raise TransportError(f"publishing the announcement failed: {exc}") from exc
         await self._backpressure()

@@ -159,10 +159,14 @@ def tcp_multiaddr_text(ip: str, port: int) -> str:
     return f"/{proto}/{ip}/tcp/{port}"
 
 
-async def dial_unknown(host: IHost, ip: str, port: int, *, expected: ID | None = None) -> ID:
+async def dial_unknown(
+    host: IHost, ip: str, port: int, *, expected: ID | None = None, remember_ttl: int | None = 0
+) -> ID:
     """Connect to ``ip:port`` without knowing the peer ID there; return the authenticated peer ID.
 
-    With ``expected`` the answering peer must be that one. The caller bounds this with a deadline.
+    With ``expected`` the answering peer must be that one (the Noise handshake verifies the remote identity).
+    On success the address is added to the peerstore with ``remember_ttl`` (0: no expiry; None: not added).
+    The caller bounds this with a deadline.
     """
     import multiaddr
 
@@ -192,7 +196,8 @@ async def dial_unknown(host: IHost, ip: str, port: int, *, expected: ID | None =
         to_close = muxed
         await swarm.add_conn(muxed, direction="outbound")  # type: ignore[attr-defined]
         to_close = None  # the swarm owns it now
-        host.get_peerstore().add_addrs(peer, [maddr], 0)
+        if remember_ttl is not None:
+            host.get_peerstore().add_addrs(peer, [maddr], remember_ttl)
         return peer
     except TransportError:
         raise

@@ -1,18 +1,29 @@
 """``Libp2pTransport``: the :class:`quinkgl.transport.Transport` contract over py-libp2p 0.8.1.
 
 Ties together the identity (:mod:`.identity`), the hardened host (:mod:`.host`), announcements over GossipSub
-(:mod:`.announce`), model transfers over ``/quinkgl/model/1.0.0`` (:mod:`.framing`), the same-machine peer
-registry (:mod:`.discovery`) and bootstrap dialling (:mod:`.bootstrap`).
+(:mod:`.announce`), peer exchange over those announcements (:mod:`.peer_exchange`), model transfers over
+``/quinkgl/model/1.0.0`` (:mod:`.framing`), the same-machine peer registry (:mod:`.discovery`) and bootstrap
+dialling (:mod:`.bootstrap`).
 
 Lifecycle: ``__aenter__`` loads the identity, refuses a busy fixed port, starts the host and checks it really
-listens, starts GossipSub, registers in the peer registry, makes one bounded attempt at every bootstrap peer,
-then keeps discovery / bootstrap running in the background. ``__aexit__`` unregisters and closes everything.
+listens, starts GossipSub (publishing its announced addresses with every announcement), registers in the peer
+registry, makes one bounded attempt at every bootstrap peer, then keeps discovery / bootstrap running in the
+background. ``__aexit__`` unregisters and closes everything.
+
+Reaching peers: the registry and bootstrap connect a peer to some of its swarm; the rest is spread by peer
+exchange. Every announcement carries its publisher's addresses, authenticated to the publishing peer ID by
+GossipSub's strict signing; they are filed (TTL, capped) in an address book and the peerstore. ``send`` to a
+peer without a connection dials those addresses one after another within the send's deadline, expecting that
+peer ID (Noise verifies it). A dial already in flight to the same peer is awaited instead of duplicated, and a
+dial that finds a connection established meanwhile (the peer dialled us) drops its own, so a pair keeps one
+connection where avoidable.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 import sys
 import time
@@ -39,6 +50,7 @@ from quinkgl.transport import (
 from . import framing
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, resolve
+from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs, parse_addr
 from .discovery import PeerRegistry, RegistryEntry, resolve_registry_dir, should_dial
 from .host import (
     build_host,
@@ -162,6 +174,8 @@ class Libp2pTransport:
         self._announce_addrs = [_parse_announce(a) for a in config.announce_addrs]
         self._tag = framing.swarm_tag(config.swarm_id)
         self._dialing: set[str] = set()
+        self._send_dials: dict[ID, trio.Event] = {}  # dials started by send(), awaited by concurrent sends
+        self._pex = AddressBook(ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)))
         self._closed = False
         self._conn_event = trio.Event()
 
@@ -234,6 +248,13 @@ class Libp2pTransport:
             payloads_received=self._payloads_received,
             rejected=dict(self._rejected),
         )
+
+    def exchanged_addrs(self, peer_id: str) -> list[str]:
+        """Unexpired addresses of ``peer_id`` learned from its own announcements (peer exchange), newest first.
+
+        Not part of the transport contract: for diagnostics and tests.
+        """
+        return self._pex.addrs(peer_id)
 
     def bootstrap_peers(self) -> dict[str, str]:
         """Bootstrap address -> the peer ID that answered there (learned or pinned)."""
@@ -317,6 +338,7 @@ class Libp2pTransport:
             max_bytes=params.max_announcement_bytes,
             deliver=self._deliver_announcement,
             reject=self._reject,
+            learn=self._learn_addrs,
         )
 
         await self._stack.enter_async_context(host.run([listen]))
@@ -325,6 +347,7 @@ class Libp2pTransport:
         self._stack.push_async_callback(self._close_host, host)
         bound = verify_listening(host, listen)
         self._listen_addrs = [str(a) for a in host.get_addrs()]
+        self._announcer.set_addrs(own_addrs(self._listen_addrs, self._peer_id))
         logger.info(
             "libp2p peer %s listening on %s (identity %s)",
             self._peer_id,
@@ -363,6 +386,32 @@ class Libp2pTransport:
     def _deliver_announcement(self, sender: str, document: bytes) -> None:
         if self._on_announcement is not None:
             self._on_announcement(sender, document)
+
+    def _learn_addrs(self, origin: str, addrs: list[str]) -> None:
+        """Peer exchange: file the addresses of an announcement under its authenticated origin."""
+        if origin == self._peer_id:
+            return
+        kept, ignored = addrs_for_origin(origin, addrs)
+        if ignored:
+            self._rejected["announce_addr_ignored"] += ignored  # names another peer, or undialable
+        if not kept:
+            return
+        changed = self._pex.learn(origin, kept)
+        host = self._host
+        if host is None:
+            return
+        peer = ID.from_base58(origin)
+        maddrs: list[multiaddr.Multiaddr] = []
+        for text in self._pex.addrs(origin):
+            try:
+                maddrs.append(multiaddr.Multiaddr(text))
+            except Exception:
+                continue
+        peerstore = host.get_peerstore()
+        if changed:
+            peerstore.clear_addrs(peer)  # the book is capped; keep the peerstore's copy to the same list
+        # The peerstore's TTL is per peer: refreshed by every announcement, it expires with the newest address.
+        peerstore.add_addrs(peer, maddrs, max(1, math.ceil(self._pex.remaining_ttl(origin))))
 
     async def wait_announce_ready(self, peer_id: str, timeout: float) -> None:
         """Wait until an announcement published now would reach ``peer_id`` (it is in our GossipSub mesh).
@@ -421,13 +470,7 @@ class Libp2pTransport:
         raise TransportError(f"sending to {peer_id} failed: {error}") from error
 
     async def _send(self, host: IHost, target: ID, payload: bytes) -> None:
-        swarm = host.get_network()
-        if not swarm.get_connections(target):
-            swarm.unblock_peer(target)  # type: ignore[attr-defined]  # a deliberate dial: skip the 60 s cache
-            try:
-                await host.connect(PeerInfo(target, []))
-            except Exception as exc:
-                raise TransportError(f"peer {target} is unreachable: {exc}") from exc
+        await self._ensure_connected(host, target)
         try:
             stream = await host.new_stream(target, [framing.PROTOCOL_ID])  # type: ignore[list-item]
         except Exception as exc:
@@ -445,6 +488,82 @@ class Libp2pTransport:
                         await stream.reset()
                 except Exception:
                     pass
+
+    async def _ensure_connected(self, host: IHost, target: ID) -> None:
+        """Connect to ``target`` unless connected; bounded by the caller's deadline (send's timeout)."""
+        swarm = host.get_network()
+        while not swarm.get_connections(target):
+            pending = self._send_dials.get(target)
+            if pending is None:
+                break
+            await pending.wait()  # another send is dialling this peer: use its connection, do not dial twice
+        if swarm.get_connections(target):
+            return
+        done = trio.Event()
+        self._send_dials[target] = done
+        self._dialing.add(target.to_base58())  # the registry loop skips peers being dialled
+        try:
+            await self._dial_known_addrs(host, target)
+        finally:
+            done.set()
+            if self._send_dials.get(target) is done:
+                del self._send_dials[target]
+            self._dialing.discard(target.to_base58())
+
+    def _dial_candidates(self, host: IHost, target: ID) -> list[str]:
+        """Addresses to try for ``target``: peer exchange (newest first), then any other peerstore address."""
+        key = target.to_base58()
+        candidates = self._pex.addrs(key)
+        try:
+            stored = list(host.get_peerstore().addrs(target))
+        except Exception:  # PeerStoreError: unknown or expired
+            stored = []
+        for maddr in stored:
+            try:
+                canonical, suffix = parse_addr(str(maddr))
+            except ValueError:
+                continue
+            if suffix in (None, key) and canonical not in candidates:
+                candidates.append(canonical)
+        return candidates
+
+    async def _dial_known_addrs(self, host: IHost, target: ID) -> None:
+        key = target.to_base58()
+        candidates = self._dial_candidates(host, target)
+        if not candidates:
+            raise TransportError(f"peer {key} is unreachable: no known address (not announced, not in the peerstore)")
+        swarm = host.get_network()
+        swarm.unblock_peer(target)  # type: ignore[attr-defined]  # a deliberate dial: skip the 60 s negative cache
+        errors: list[str] = []
+        for index, addr in enumerate(candidates):
+            _, proto, name, _, port_s = addr.split("/")
+            left = len(candidates) - index
+            limit = float(self.params.dial_timeout_s)
+            if left > 1:  # leave time for the other addresses within the caller's deadline
+                remaining = trio.current_effective_deadline() - trio.current_time()
+                limit = min(limit, max(0.5, remaining / left))
+            try:
+                with trio.fail_after(limit):
+                    if proto.startswith("dns"):
+                        ips = await resolve(BootstrapTarget(addr, name, int(port_s), None, True))
+                        if proto != "dns":
+                            ips = [ip for ip in ips if (":" in ip) == (proto == "dns6")]
+                    else:
+                        ips = [name]
+                    for ip in ips:
+                        try:
+                            await dial_unknown(host, ip, int(port_s), expected=target, remember_ttl=None)
+                            logger.debug("connected to %s at %s", key, addr)
+                            return
+                        except TransportError as exc:
+                            errors.append(f"{addr}: {exc}")
+            except trio.TooSlowError:
+                errors.append(f"{addr}: no answer within {limit:.1f} s")
+            except TransportError as exc:  # name resolution
+                errors.append(f"{addr}: {exc}")
+            if swarm.get_connections(target):
+                return  # the peer dialled us meanwhile
+        raise TransportError(f"peer {key} is unreachable: {'; '.join(errors) or 'no usable address'}")
 
     async def _handle_model_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
