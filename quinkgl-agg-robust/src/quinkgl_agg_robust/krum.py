@@ -37,13 +37,20 @@ def _ranked(stack: ModelStack, f: int) -> list[int] | None:
     return torch.argsort(scores, stable=True).tolist()
 
 
-class Krum:
+class _KrumFamily:
+    """What Krum and MultiKrum share: ``f`` from params or the manifest, and the 2f+2 models they need."""
+
+    def __init__(self, params: Any, manifest: Any = None):
+        self.params = params
+        self.f = resolve_f(self.params.f, manifest)
+        self.min_updates = 2 * self.f + 2
+
+
+class Krum(_KrumFamily):
     """Keep the single model with the best Krum score."""
 
     def __init__(self, params: KrumParams | None = None, manifest: Any = None):
-        self.params = params or KrumParams()
-        self.f = resolve_f(self.params.f, manifest)
-        self.min_updates = 2 * self.f + 2
+        super().__init__(params or KrumParams(), manifest)
 
     def aggregate(self, own: ModelUpdate, received: Sequence[ModelUpdate]) -> AggregationResult:
         """The best-scored model among own + received (the own model when too few arrived)."""
@@ -55,13 +62,11 @@ class Krum:
         return stack.result(stack.matrix[best], [best])
 
 
-class MultiKrum:
+class MultiKrum(_KrumFamily):
     """Average the ``m`` models with the best Krum scores."""
 
     def __init__(self, params: MultiKrumParams | None = None, manifest: Any = None):
-        self.params = params or MultiKrumParams()
-        self.f = resolve_f(self.params.f, manifest)
-        self.min_updates = 2 * self.f + 2
+        super().__init__(params or MultiKrumParams(), manifest)
 
     def aggregate(self, own: ModelUpdate, received: Sequence[ModelUpdate]) -> AggregationResult:
         """The uniform mean of the ``m`` best-scored models (the own model when too few arrived)."""

@@ -70,6 +70,18 @@ _REGISTRY_FALLBACK_S = 3.0  # the larger peer ID dials too if the smaller one ha
 _BOOTSTRAP_RETRY_MAX_S = 30.0
 
 
+async def _finish_stream(stream: INetStream, ok: bool) -> None:
+    """Close a model stream after a complete transfer, reset it otherwise; shielded and bounded (2 s)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        try:
+            if ok:
+                await stream.close()
+            else:
+                await stream.reset()
+        except Exception:  # the peer may already be gone; nothing more to do
+            pass
+
+
 class _StreamAdapter:
     """A libp2p stream as a :class:`framing.ByteStream` (``b""`` at EOF, resets as ``aborted``)."""
 
@@ -480,14 +492,7 @@ class Libp2pTransport:
             await framing.send_payload(_StreamAdapter(stream), payload, tag=self._tag)
             ok = True
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if ok:
-                        await stream.close()
-                    else:
-                        await stream.reset()
-                except Exception:
-                    pass
+            await _finish_stream(stream, ok)
 
     async def _ensure_connected(self, host: IHost, target: ID) -> None:
         """Connect to ``target`` unless connected; bounded by the caller's deadline (send's timeout)."""
@@ -604,14 +609,7 @@ class Libp2pTransport:
                 self._inbound_active[peer] -= 1
                 if self._inbound_active[peer] <= 0:
                     del self._inbound_active[peer]
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if ok:
-                        await stream.close()
-                    else:
-                        await stream.reset()
-                except Exception:
-                    pass
+            await _finish_stream(stream, ok)
         if not ok:
             return
         self._payloads_received += 1
