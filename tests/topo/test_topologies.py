@@ -218,3 +218,25 @@ def test_importing_the_plugin_loads_neither_torch_nor_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(out.stdout) == {"names": ["AffinityTopology", "CyclonTopology"], "heavy": []}
+
+
+def test_affinity_with_alike_histograms_spreads_pushes_over_every_peer():
+    # IID peers announce near-identical histograms: a deterministic top-k would starve some peers of updates.
+    import random as _random
+
+    from quinkgl.topology import PeerCandidate as _Candidate
+
+    # Four near-identical peers and one whose (noised) histogram is a little further off: top-k would leave the
+    # odd one to exploration slots only.
+    histograms = {f"p{i}": [600 + i, 600, 600 - i, 600] for i in range(4)}
+    histograms["odd"] = [690, 600, 510, 600]
+    received = {peer: 0 for peer in histograms}
+    for own in histograms:
+        topology = AffinityTopology()
+        rng = _random.Random(own)
+        for round_idx in range(10):
+            candidates = [_Candidate(p, round_idx, {"label_histogram": h}) for p, h in histograms.items()]
+            for target in topology.select(own, candidates, round_idx, rng):
+                received[target] += 1
+    # 4 other peers x 10 rounds choose 3 of 4 targets: uniform would give the odd peer 30 pushes
+    assert received["odd"] >= 20, received

@@ -4,8 +4,12 @@ Affinity between two label histograms is their overlap ``Σ_c min(p_c, q_c)`` af
 (1 = identical distributions, 0 = disjoint classes). In ``similar`` mode a peer's score is the overlap, in
 ``complementary`` mode ``1 - overlap``. Each of the ``fanout`` slots goes, with probability ``exploration``, to
 a uniformly random remaining peer (so every peer stays reachable and the gossip graph connected), otherwise to
-the best-scored remaining peer (ties broken by the rng). Peers without a usable histogram are never scored:
-they get exploration slots, and the slots left once every scored peer is taken.
+a scored peer drawn with probability ∝ ``exp(score / temperature)``. Sampling rather than always taking the
+best matters: with a deterministic top-k, peers whose histograms are all alike (IID data) would all push to the
+same few peers and some would never receive a model; with sampling, near-equal scores give near-uniform
+choices while clearly better matches still win most slots (a 0.5 overlap difference is ×150 at 0.1).
+Peers without a usable histogram are never scored: they get exploration slots, and the slots left once every
+scored peer is taken.
 
 The own histogram is not part of the Topology call. It comes from ``set_own_metadata`` (the data policy's
 metadata, which the runtime announces) or, if the runtime lists this peer among the candidates, from that
@@ -14,6 +18,7 @@ entry. Without it no peer can be scored and the selection is uniformly random, l
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +27,6 @@ from quinkgl.topology import PeerCandidate
 
 from quinkgl_topo.params import AffinityTopologyParams
 
-TIE = 1e-12  # scores this close are equal up to rounding: the rng breaks the tie
 
 
 def overlap(p: Sequence[float], q: Sequence[float]) -> float:
@@ -73,8 +77,9 @@ class AffinityTopology:
         while remaining and len(picks) < self.params.fanout:
             scored = [p for p in remaining if p in scores]
             if scored and rng.random() >= self.params.exploration:
-                best = max(scores[p] for p in scored)
-                choice = rng.choice([p for p in scored if scores[p] >= best - TIE])
+                top = max(scores[p] for p in scored)  # shift by the max: exp() cannot overflow
+                weights = [math.exp((scores[p] - top) / self.params.temperature) for p in scored]
+                choice = rng.choices(scored, weights=weights)[0]
             else:
                 choice = rng.choice(remaining)
             picks.append(choice)

@@ -14,11 +14,13 @@ AFFINITY_MODES = ("similar", "complementary")
 @attrs.frozen
 class AffinityTopologyParams:
     """``fanout``: peers per round; ``mode``: prefer ``similar`` or ``complementary`` label histograms;
-    ``exploration``: chance that a slot goes to a uniformly random peer instead, keeping the graph connected."""
+    ``exploration``: chance that a slot goes to a uniformly random peer instead, keeping the graph connected;
+    ``temperature``: how sharply better matches are preferred when sampling (lower = greedier)."""
 
     fanout: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     mode: str = attrs.field(default="similar", validator=attrs.validators.in_(AFFINITY_MODES))
     exploration: float = attrs.field(default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)])
+    temperature: float = attrs.field(default=0.1, validator=attrs.validators.gt(0.0))
 
 
 @attrs.frozen
