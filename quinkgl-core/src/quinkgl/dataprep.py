@@ -135,10 +135,14 @@ def loader_shuffles(loader: Any) -> bool:
     return type(sampler).__name__ == "RandomSampler"
 
 
-def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = None) -> Any:
-    """A :class:`TensorBatches` equivalent of ``loader`` (optionally a subset), or a subset DataLoader fallback."""
+def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = None,
+                tensors: Optional[tuple[Any, Any]] = None) -> Any:
+    """A :class:`TensorBatches` equivalent of ``loader`` (optionally a subset), or a subset DataLoader fallback.
+
+    ``tensors``: the loader's dataset already materialised, so many shards of one dataset convert it once."""
     dataset = getattr(loader, "dataset", None)
-    tensors = materialize(dataset) if dataset is not None else None
+    if tensors is None and dataset is not None:
+        tensors = materialize(dataset)
     if tensors is not None:
         x, y = tensors
         if indices is not None:

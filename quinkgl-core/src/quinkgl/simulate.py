@@ -110,6 +110,8 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             raise QuinkGLError("a label-skewed partition needs a dataset whose labels can be read (.targets)")
         labels = [0] * full.num_samples
     shards = partition_indices(labels, options.peers, options.partition, options.seed)
+    # Shards slice the training set converted once above, instead of converting it again per peer.
+    tensors = (full.train.inputs, full.train.labels) if isinstance(full.train, dataprep.TensorBatches) else None
     hub = f"simulation-{os.getpid()}-{time.monotonic_ns()}"
     peers = []
     for index, shard in enumerate(shards, start=1):
@@ -119,7 +121,7 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             seed=options.seed, isolated=options.isolated, max_eval_batches=options.max_eval_batches,
             strict_manifest=options.strict_manifest, peer_timeout=max(30.0, options.gossip_interval),
         )
-        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=full.val)
+        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=full.val, train_tensors=tensors)
 
         def make_transport(max_bytes: int, node_id: str = peer_options.node_id) -> Any:
             config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)

@@ -103,13 +103,16 @@ def build_loaders(manifest: Any, hooks: Any, options: PeerOptions) -> tuple[Any,
 
 
 def prepare_data(manifest: Any, loaders: tuple[Any, Any], options: PeerOptions,
-                 indices: Optional[Sequence[int]] = None, val: Any = None) -> PeerData:
-    """Check the loaders' first batches and convert them to fast batches where possible (a shard if given)."""
+                 indices: Optional[Sequence[int]] = None, val: Any = None,
+                 train_tensors: Optional[tuple[Any, Any]] = None) -> PeerData:
+    """Check the loaders' first batches and convert them to fast batches where possible (a shard if given).
+
+    ``val`` / ``train_tensors``: validation batches and the materialised training set, when already prepared."""
     train_loader, val_loader = loaders
     seed = options.seed if options.seed is not None else 0
     # A stable per-peer shuffling seed (str hash() is randomised per process).
     peer_seed = zlib.crc32(f"{seed}:{options.node_id}".encode()) & 0xFFFF
-    train = dataprep.fast_loader(train_loader, seed=peer_seed, indices=indices)
+    train = dataprep.fast_loader(train_loader, seed=peer_seed, indices=indices, tensors=train_tensors)
     val = val if val is not None else dataprep.fast_loader(val_loader)
     check_first_batch(manifest, next(iter(train)), "training")
     check_first_batch(manifest, next(iter(val)), "validation")
