@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -41,7 +40,7 @@ def load_private_key(path: str) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise KeyFileError(f"{path} is encrypted; QuinkGL needs an unencrypted PKCS#8 key") from None
-    except (ValueError, Exception):
+    except Exception:  # cryptography raises ValueError or UnsupportedAlgorithm for non-keys
         raise KeyFileError(f"{path} is not a PEM private key (create one with `quinkgl keygen`)") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
@@ -82,8 +81,3 @@ def verify(pubkey_text: str, signature_text: str, data: bytes) -> bool:
     except (ValueError, InvalidSignature):
         return False
     return True
-
-
-def file_mode(path: str) -> int:
-    """Permission bits of a file (for tests and warnings about world-readable keys)."""
-    return os.stat(path).st_mode & 0o777

@@ -214,8 +214,3 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str], *, overwrit
     from quinkgl.fsutil import atomic_write_bytes
 
     atomic_write_bytes(os.fspath(path), dumps_manifest(manifest).encode("utf-8"), overwrite=overwrite)
-
-
-def evolve(manifest: Manifest, **changes: Any) -> Manifest:
-    """A copy of ``manifest`` with fields replaced (validators run again)."""
-    return attrs.evolve(manifest, **changes)

@@ -32,11 +32,3 @@ class Inbox:
             held, self._updates = self._updates, {}
         fresh = [u for u in held.values() if u.round >= min_round]
         return sorted(fresh, key=lambda u: u.sender), len(held) - len(fresh)
-
-    def senders_for(self, round_idx: int) -> set[str]:
-        """Senders whose held update is from ``round_idx`` or later."""
-        with self._lock:
-            return {s for s, u in self._updates.items() if u.round >= round_idx}
-
-    def __len__(self) -> int:
-        return len(self._updates)
