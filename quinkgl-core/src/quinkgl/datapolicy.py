@@ -1,50 +1,93 @@
 """Data policies: what a peer may reveal about its local data, attached to its updates and announcements.
 
-The default policy can share a *label histogram* (used by EntropyWeightedAvg and AffinityTopology) with Laplace
-noise whose scale follows the privacy level: the raw counts never leave the peer.
+The default policy can share a *label histogram* (used by EntropyWeightedAvg and AffinityTopology). The raw
+counts never leave the peer: the histogram is released **once** per peer process through the Gaussian mechanism,
+with noise calibrated to the privacy level's (ε, δ) budget by Opacus's PRV accountant (:func:`noise_std`). Every
+later announcement or update re-sends that same release, which costs no further budget (post-processing).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import warnings
 from typing import Any, Sequence
 
 import attrs
 
-# privacy level -> Laplace scale as a fraction of the total count (0 = exact counts)
-PRIVACY_NOISE = {"none": 0.0, "low": 0.01, "medium": 0.05, "high": 0.15}
+# privacy level -> ε of the one release (δ = PRIVACY_DELTA); None = exact counts (no privacy).
+PRIVACY_EPSILON: dict[str, float | None] = {"none": None, "low": 8.0, "medium": 2.0, "high": 0.5}
+PRIVACY_DELTA = 1e-5
+# Adding or removing one training sample changes one bin of the histogram by 1: L2 sensitivity 1.
+HISTOGRAM_SENSITIVITY = 1.0
+
+
+@functools.lru_cache(maxsize=None)
+def noise_std(level: str) -> float:
+    """Standard deviation of the Gaussian noise that makes one histogram release (ε, δ)-DP for ``level``.
+
+    Calibrated with Opacus's PRV accountant for a single, non-subsampled Gaussian release (sample rate 1, one
+    step); 0.0 for ``none``. Cached: the calibration runs once per level and process.
+    """
+    epsilon = PRIVACY_EPSILON[level]
+    if epsilon is None:
+        return 0.0
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns about log(0) inside the PRV grid at sample rate 1
+        multiplier = get_noise_multiplier(target_epsilon=epsilon, target_delta=PRIVACY_DELTA, sample_rate=1.0,
+                                          steps=1, accountant="prv", epsilon_tolerance=0.005)
+    return float(multiplier) * HISTOGRAM_SENSITIVITY
+
+
+def release_epsilon(std: float, delta: float = PRIVACY_DELTA) -> float:
+    """The ε that Opacus's PRV accountant gives one Gaussian histogram release with noise ``std`` at ``delta``."""
+    from opacus.accountants import PRVAccountant
+
+    accountant = PRVAccountant()
+    accountant.history = [(std / HISTOGRAM_SENSITIVITY, 1.0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(accountant.get_epsilon(delta=delta))
 
 
 @attrs.frozen
 class DefaultDataPolicyParams:
-    """``fingerprint``: what to share (``none`` | ``label_histogram``); ``privacy_level``: how much noise;
-    ``collaboration_mode``: ``open`` (aggregate with any compatible peer) or ``similar`` (prefer peers with
-    similar label distributions, where the topology supports it)."""
+    """``fingerprint``: what to share (``none`` | ``label_histogram``); ``privacy_level``: the (ε, δ) budget of
+    the histogram's one release (see :data:`PRIVACY_EPSILON`); ``collaboration_mode``: ``open`` (aggregate with
+    any compatible peer) or ``similar`` (prefer peers with similar label distributions, where the topology
+    supports it)."""
 
     fingerprint: str = attrs.field(default="label_histogram", validator=attrs.validators.in_(("none", "label_histogram")))
-    privacy_level: str = attrs.field(default="medium", validator=attrs.validators.in_(tuple(PRIVACY_NOISE)))
+    privacy_level: str = attrs.field(default="medium", validator=attrs.validators.in_(tuple(PRIVACY_EPSILON)))
     collaboration_mode: str = attrs.field(default="open", validator=attrs.validators.in_(("open", "similar")))
 
 
 class DefaultDataPolicy:
-    """Shares a noised label histogram (or nothing) according to its params."""
+    """Shares a noised label histogram (or nothing) according to its params, released once per label count."""
 
     def __init__(self, params: DefaultDataPolicyParams | None = None, manifest: Any = None):
         self.params = params or DefaultDataPolicyParams()
+        self._released: dict[tuple[int, ...], dict[str, Any]] = {}
 
-    def metadata(self, label_counts: Sequence[int], rng: random.Random) -> dict[str, Any]:
-        """The metadata this peer may attach to updates, given its true label counts."""
+    def metadata(self, label_counts: Sequence[int], rng: random.Random | None = None) -> dict[str, Any]:
+        """The metadata this peer may attach to updates, given its true label counts.
+
+        The noise comes from the operating system's CSPRNG, never from ``rng``: a peer's seed is no secret (it is a
+        command-line option), and noise an observer can regenerate protects nothing. Asking again for the same
+        counts returns the same release, so re-announcing it spends no extra privacy budget.
+        """
         if self.params.fingerprint == "none" or not label_counts:
             return {}
-        total = max(sum(label_counts), 1)
-        scale = PRIVACY_NOISE[self.params.privacy_level] * total
-        noised = []
-        for count in label_counts:
-            # Laplace(0, scale) as the difference of two exponentials; clipped at zero, rounded to ints.
-            noise = rng.expovariate(1 / scale) - rng.expovariate(1 / scale) if scale > 0 else 0.0
-            noised.append(max(0, round(count + noise)))
-        return {"label_histogram": noised}
+        key = tuple(int(c) for c in label_counts)
+        if key not in self._released:
+            std = noise_std(self.params.privacy_level)
+            noise = random.SystemRandom()
+            noised = [max(0, round(count + noise.gauss(0.0, std))) if std > 0 else count for count in key]
+            self._released[key] = {"label_histogram": noised}
+        return {k: list(v) for k, v in self._released[key].items()}
 
 
 def label_distribution(histogram: Any) -> list[float] | None:
