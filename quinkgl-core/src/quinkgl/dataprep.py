@@ -166,14 +166,14 @@ def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = N
 
 def dataset_labels(loader: Any) -> Optional[list[int]]:
     """Every label of a loader's dataset, read without running its transforms when possible."""
+    if isinstance(loader, TensorBatches):  # first: a shard's batches hold exactly the shard's labels
+        return [int(t) for t in loader.labels.tolist()]
     dataset = getattr(loader, "dataset", None)
     if dataset is None:
         return None
     targets = getattr(dataset, "targets", None)
     if targets is not None and getattr(dataset, "target_transform", None) is None:
         return [int(t) for t in targets]
-    if isinstance(loader, TensorBatches):
-        return [int(t) for t in loader.labels]
     return None
 
 

@@ -22,7 +22,7 @@ from quinkgl.plugins.requirements import resolve_components
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.transport import TransportConfig
 
-_PARTITION_RE = re.compile(r"^(iid|dirichlet:(\d+(\.\d+)?))$")
+_PARTITION_RE = re.compile(r"(iid|dirichlet:(\d+(\.\d+)?)|groups:[1-9]\d{0,2})")
 
 
 @attrs.frozen(kw_only=True)
@@ -43,8 +43,9 @@ class SimulationOptions:
 
     @partition.validator
     def _check_partition(self, attribute: Any, value: str) -> None:
-        if not _PARTITION_RE.match(value):
-            raise QuinkGLError(f"--partition must be iid or dirichlet:ALPHA (e.g. dirichlet:0.3); got {value!r}")
+        if not _PARTITION_RE.fullmatch(value):
+            raise QuinkGLError("--partition must be iid, dirichlet:ALPHA (e.g. dirichlet:0.3) or groups:K (e.g. groups:2); "
+                               f"got {value!r}")
 
 
 @attrs.frozen
@@ -57,8 +58,24 @@ class SimulationResult:
     shard_sizes: list[int]
 
 
+def label_groups(labels: Sequence[int], groups: int) -> list[list[int]]:
+    """The sorted distinct labels cut into ``groups`` contiguous, disjoint label sets (as equal as possible)."""
+    import numpy as np
+
+    classes = sorted({int(c) for c in labels})
+    if groups > len(classes):
+        raise QuinkGLError(f"groups:{groups} needs at least {groups} distinct labels; the data has {len(classes)}")
+    return [[int(c) for c in part] for part in np.array_split(np.asarray(classes), groups)]
+
+
+def peer_group(index: int, groups: int) -> int:
+    """The label group of the peer at 0-based ``index`` under ``groups:K``: peers alternate between groups."""
+    return index % groups
+
+
 def partition_indices(labels: Sequence[int], peers: int, partition: str, seed: int) -> list[list[int]]:
-    """Split sample indices into ``peers`` shards: IID, or per-class Dirichlet(alpha) proportions."""
+    """Split sample indices into ``peers`` shards: IID, per-class Dirichlet(alpha) proportions, or ``groups:K``
+    (K disjoint label sets; peer i gets an IID share of group i mod K's samples and no other label)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -66,6 +83,18 @@ def partition_indices(labels: Sequence[int], peers: int, partition: str, seed: i
     if partition == "iid":
         order = rng.permutation(n)
         return [sorted(int(i) for i in chunk) for chunk in np.array_split(order, peers)]
+    if partition.startswith("groups:"):
+        groups = int(partition.split(":", 1)[1])
+        if groups > peers:
+            raise QuinkGLError(f"groups:{groups} needs at least {groups} peers")
+        labels_arr = np.asarray(labels)
+        shards = [[] for _ in range(peers)]
+        for group, classes in enumerate(label_groups(labels, groups)):
+            members = [i for i in range(peers) if peer_group(i, groups) == group]
+            order = rng.permutation(np.flatnonzero(np.isin(labels_arr, classes)))
+            for member, chunk in zip(members, np.array_split(order, len(members))):
+                shards[member] = sorted(int(i) for i in chunk)
+        return shards
     alpha = float(partition.split(":", 1)[1])
     if alpha <= 0:
         raise QuinkGLError("dirichlet alpha must be > 0")
@@ -84,6 +113,28 @@ def partition_indices(labels: Sequence[int], peers: int, partition: str, seed: i
             shard.extend(donor[-8:])
             del donor[-8:]
     return [sorted(s) for s in shards]
+
+
+def labels_of_groups(partition: str, labels: Sequence[int]) -> list[list[int]]:
+    """The label sets of a ``groups:K`` partition (empty for any other partition)."""
+    if not partition.startswith("groups:"):
+        return []
+    return label_groups(labels, int(partition.split(":", 1)[1]))
+
+
+def _group_validation(val: Any, groups: list[list[int]]) -> list[Any]:
+    """Under ``groups:K`` each peer is validated on its own group's labels only: what it is there to learn."""
+    if not groups:
+        return []
+    if not isinstance(val, dataprep.TensorBatches):
+        raise QuinkGLError("--partition groups:K needs a validation set that can be held in memory (.targets)")
+    import torch
+
+    subsets = []
+    for classes in groups:
+        mask = torch.isin(val.labels, torch.tensor(classes, dtype=val.labels.dtype))
+        subsets.append(attrs.evolve(val, inputs=val.inputs[mask], labels=val.labels[mask]))
+    return subsets
 
 
 async def simulate_async(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,
@@ -110,6 +161,7 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             raise QuinkGLError("a label-skewed partition needs a dataset whose labels can be read (.targets)")
         labels = [0] * full.num_samples
     shards = partition_indices(labels, options.peers, options.partition, options.seed)
+    group_vals = _group_validation(full.val, labels_of_groups(options.partition, labels))
     # Shards slice the training set converted once above, instead of converting it again per peer.
     tensors = (full.train.inputs, full.train.labels) if isinstance(full.train, dataprep.TensorBatches) else None
     hub = f"simulation-{os.getpid()}-{time.monotonic_ns()}"
@@ -121,7 +173,8 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             seed=options.seed, isolated=options.isolated, max_eval_batches=options.max_eval_batches,
             strict_manifest=options.strict_manifest, peer_timeout=max(30.0, options.gossip_interval),
         )
-        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=full.val, train_tensors=tensors)
+        val = group_vals[peer_group(index - 1, len(group_vals))] if group_vals else full.val
+        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=val, train_tensors=tensors)
 
         def make_transport(max_bytes: int, node_id: str = peer_options.node_id) -> Any:
             config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)

@@ -18,7 +18,7 @@ from quinkgl_cli.peer_options import peer_source_options
 @peer_source_options
 @click.option("--peers", type=click.IntRange(min=1, max=256), default=10, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--partition", default="iid", show_default=True, help="iid or dirichlet:ALPHA (label skew).")
+@click.option("--partition", default="iid", show_default=True, help="iid, dirichlet:ALPHA (label skew) or groups:K (K disjoint label sets; each peer validated on its group's labels).")
 @click.option("--gossip-interval", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Longest a round waits for the other peers, in seconds.")
 @click.option("--isolated", is_flag=True, help="Peers never exchange models (a no-collaboration baseline).")
