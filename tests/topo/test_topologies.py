@@ -240,3 +240,28 @@ def test_affinity_with_alike_histograms_spreads_pushes_over_every_peer():
                 received[target] += 1
     # 4 other peers x 10 rounds choose 3 of 4 targets: uniform would give the odd peer 30 pushes
     assert received["odd"] >= 20, received
+
+
+# -- collaboration_mode ----------------------------------------------------------------------------------------
+
+
+class _Manifest:
+    """Just the part of a manifest a topology reads: its data policy's params."""
+
+    def __init__(self, mode: str):
+        self.data_policy = type("Component", (), {"name": "default", "params": {"collaboration_mode": mode}})()
+
+
+@pytest.mark.parametrize("name", ["RandomTopology", "AffinityTopology", "CyclonTopology"])
+def test_similar_collaboration_mode_never_picks_dissimilar_or_unknown_peers(registry, name):
+    spec = registry.get("topology", name).spec
+    candidates = swarm(n_like=4, n_unlike=10, n_silent=5)
+    chosen: Counter = Counter()
+    for mode in ("open", "similar"):
+        topology = spec.factory(structure_params({"fanout": 3}, spec.params, "$.topology.params"), _Manifest(mode))
+        rng = random.Random(1)
+        for round_idx in range(100):
+            chosen.update(f"{mode}:{p.rstrip('0123456789')}" for p in topology.select(OWN, candidates, round_idx, rng))
+    assert chosen["open:unlike"] > 0 or chosen["open:silent"] > 0  # without the mode, others do get picked
+    assert chosen["similar:like"] > 0
+    assert chosen["similar:unlike"] == 0 and chosen["similar:silent"] == 0

@@ -19,6 +19,8 @@ import attrs
 # privacy level -> ε of the one release (δ = PRIVACY_DELTA); None = exact counts (no privacy).
 PRIVACY_EPSILON: dict[str, float | None] = {"none": None, "low": 8.0, "medium": 2.0, "high": 0.5}
 PRIVACY_DELTA = 1e-5
+# collaboration_mode "similar": the least overlap Σ_c min(p_c, q_c) of two label distributions to collaborate.
+SIMILARITY_THRESHOLD = 0.5
 # Adding or removing one training sample changes one bin of the histogram by 1: L2 sensitivity 1.
 HISTOGRAM_SENSITIVITY = 1.0
 
@@ -56,9 +58,10 @@ def release_epsilon(std: float, delta: float = PRIVACY_DELTA) -> float:
 @attrs.frozen
 class DefaultDataPolicyParams:
     """``fingerprint``: what to share (``none`` | ``label_histogram``); ``privacy_level``: the (ε, δ) budget of
-    the histogram's one release (see :data:`PRIVACY_EPSILON`); ``collaboration_mode``: ``open`` (aggregate with
-    any compatible peer) or ``similar`` (prefer peers with similar label distributions, where the topology
-    supports it)."""
+    the histogram's one release (see :data:`PRIVACY_EPSILON`); ``collaboration_mode``: ``open`` (learn from any
+    compatible peer) or ``similar`` (every topology that takes the manifest — RandomTopology, AffinityTopology,
+    CyclonTopology — chooses only among peers whose label histogram overlaps this peer's by at least
+    :data:`SIMILARITY_THRESHOLD`; see :func:`collaborators`)."""
 
     fingerprint: str = attrs.field(default="label_histogram", validator=attrs.validators.in_(("none", "label_histogram")))
     privacy_level: str = attrs.field(default="medium", validator=attrs.validators.in_(tuple(PRIVACY_EPSILON)))
@@ -88,6 +91,38 @@ class DefaultDataPolicy:
             noised = [max(0, round(count + noise.gauss(0.0, std))) if std > 0 else count for count in key]
             self._released[key] = {"label_histogram": noised}
         return {k: list(v) for k, v in self._released[key].items()}
+
+
+def collaboration_mode(manifest: Any) -> str:
+    """The manifest's data-policy ``collaboration_mode`` (``open`` when absent, or when there is no manifest)."""
+    params = getattr(getattr(manifest, "data_policy", None), "params", None) or {}
+    mode = params.get("collaboration_mode", "open") if isinstance(params, dict) else "open"
+    return mode if mode in ("open", "similar") else "open"
+
+
+def overlap(p: Sequence[float], q: Sequence[float]) -> float:
+    """``Σ min(p_c, q_c)`` of two distributions (missing classes count as zero): 1 identical, 0 disjoint."""
+    return sum(min(a, b) for a, b in zip(p, q))  # classes beyond the shorter one contribute min(x, 0) = 0
+
+
+def collaborators(own_id: str, candidates: Sequence[Any], mode: str) -> list[Any]:
+    """The candidates a topology may choose from under ``mode``: all of them when ``open``; when ``similar``,
+    ourselves plus the peers whose announced label histogram overlaps ours by at least
+    :data:`SIMILARITY_THRESHOLD` (peers without a usable histogram, or all when ours is unknown, are left out:
+    ``similar`` is a promise not to learn from dissimilar data)."""
+    if mode != "similar":
+        return list(candidates)
+    own = next((label_distribution(c.metadata.get("label_histogram")) for c in candidates if c.peer_id == own_id),
+               None)
+    kept = []
+    for candidate in candidates:
+        if candidate.peer_id == own_id:
+            kept.append(candidate)
+            continue
+        theirs = label_distribution(candidate.metadata.get("label_histogram"))
+        if own is not None and theirs is not None and overlap(own, theirs) >= SIMILARITY_THRESHOLD:
+            kept.append(candidate)
+    return kept
 
 
 def label_distribution(histogram: Any) -> list[float] | None:

@@ -44,11 +44,17 @@ class RandomTopology:
     """Push to ``fanout`` peers drawn uniformly at random each round."""
 
     def __init__(self, params: RandomTopologyParams | None = None, manifest: Any = None):
+        from quinkgl.datapolicy import collaboration_mode
+
         self.params = params or RandomTopologyParams()
+        self.mode = collaboration_mode(manifest)
 
     def select(
         self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
     ) -> list[str]:
-        """Sample ``fanout`` distinct peers (other than ourselves)."""
+        """Sample ``fanout`` distinct peers (other than ourselves), among similar ones under ``similar`` mode."""
+        from quinkgl.datapolicy import collaborators
+
+        candidates = collaborators(own_id, candidates, self.mode)
         pool = sorted(c.peer_id for c in candidates if c.peer_id != own_id)
         return rng.sample(pool, min(self.params.fanout, len(pool)))

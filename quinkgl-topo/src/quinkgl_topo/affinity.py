@@ -22,16 +22,14 @@ import math
 import random
 from typing import Any, Mapping, Sequence
 
-from quinkgl.datapolicy import label_distribution
+from quinkgl.datapolicy import collaboration_mode, collaborators, label_distribution, overlap
 from quinkgl.topology import PeerCandidate
 
 from quinkgl_topo.params import AffinityTopologyParams
 
 
 
-def overlap(p: Sequence[float], q: Sequence[float]) -> float:
-    """``Σ min(p_c, q_c)`` of two distributions (missing classes count as zero): 1 identical, 0 disjoint."""
-    return sum(min(a, b) for a, b in zip(p, q))  # classes beyond the shorter one contribute min(x, 0) = 0
+__all__ = ["AffinityTopology", "overlap"]
 
 
 class AffinityTopology:
@@ -40,6 +38,7 @@ class AffinityTopology:
     def __init__(self, params: AffinityTopologyParams | None = None, manifest: Any = None):
         self.params = params or AffinityTopologyParams()
         self.own_distribution: list[float] | None = None
+        self.collaboration = collaboration_mode(manifest)
 
     def set_own_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Tell the topology this peer's own announced metadata (its ``label_histogram``, if any)."""
@@ -58,6 +57,7 @@ class AffinityTopology:
     ) -> list[str]:
         """Pick up to ``fanout`` distinct peers (never ourselves), best affinity first, some at random."""
         own = self.own_distribution
+        candidates = collaborators(own_id, candidates, self.collaboration)
         metadata: dict[str, Mapping[str, Any]] = {}
         for candidate in candidates:
             if candidate.peer_id == own_id:

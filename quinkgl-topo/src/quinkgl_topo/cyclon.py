@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable, Sequence
 
+from quinkgl.datapolicy import collaboration_mode, collaborators
 from quinkgl.topology import PeerCandidate
 
 from quinkgl_topo.params import CyclonTopologyParams
@@ -30,6 +31,7 @@ class CyclonTopology:
     def __init__(self, params: CyclonTopologyParams | None = None, manifest: Any = None):
         self.params = params or CyclonTopologyParams()
         self.view: dict[str, int] = {}  # peer ID -> age in rounds
+        self.collaboration = collaboration_mode(manifest)
 
     def _refill(self, pool: Sequence[str], rng: random.Random, avoid: Iterable[str] = ()) -> None:
         """Top the view up to ``view_size`` with random pool members, taking ``avoid`` ones only as a last resort."""
@@ -45,6 +47,7 @@ class CyclonTopology:
         self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
     ) -> list[str]:
         """Age the view, target its oldest entry plus random ones, then swap ``shuffle_length`` entries."""
+        candidates = collaborators(own_id, candidates, self.collaboration)
         pool = sorted({c.peer_id for c in candidates if c.peer_id != own_id})
         known = set(pool)
         self.view = {peer_id: age + 1 for peer_id, age in sorted(self.view.items()) if peer_id in known}
