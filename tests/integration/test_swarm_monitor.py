@@ -57,7 +57,7 @@ def poll_swarm(url: str, condition, timeout: float = 300) -> dict:
 def browse(binary: str, url: str, tmp_path, *extra: str) -> str:
     profile = tmp_path / "chromium-profile"
     result = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
