@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -85,3 +86,11 @@ def test_every_aggregator_across_devices(name, aggregator, own_device, received_
         assert tensor.device == own.tensors[tensor_name].device, tensor_name  # the own model's device
         torch.testing.assert_close(tensor.cpu(), expected.tensors[tensor_name], rtol=1e-4, atol=1e-5)
     assert result.used == expected.used
+
+
+def test_without_torch_the_device_check_names_the_pip_install(monkeypatch):
+    from quinkgl.errors import PluginError
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(PluginError, match=r"pip install 'quinkgl-core\[torch\]'"):
+        resolve_device("auto")

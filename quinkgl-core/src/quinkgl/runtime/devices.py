@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from quinkgl.errors import UsageError
+from quinkgl.errors import PluginError, UsageError
 
 AUTO = "auto"
 
 
 def resolve_device(requested: str) -> str:
     """``auto`` → ``cuda`` or ``cpu``; an explicit device is validated and returned in torch's spelling."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise PluginError("training needs torch, which is not installed: pip install 'quinkgl-core[torch]'") from None
 
     text = requested.strip().lower()
     if text == AUTO:
