@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
-import time
 
 from conftest import quinkgl_executable
-from helpers import make_manifest
+from helpers import make_manifest, run_on_terminal
 from quinkgl.manifest.codec import write_manifest
 
 
@@ -32,26 +29,8 @@ def test_json_snapshot_is_the_only_thing_on_stdout(cli, tmp_path):
 def test_terminal_gets_a_live_table(tmp_path):
     write_manifest(make_manifest(name="tty"), tmp_path / "m.qgl")
     env = dict(os.environ, COLUMNS="150", TERM="xterm-256color")
-    master, slave = os.openpty()
-    proc = subprocess.Popen([*quinkgl_executable(), "monitor", "--manifest", "m.qgl", "--trust-policy", "open",
-                             "--duration", "1.5"], cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_on_terminal([*quinkgl_executable(), "monitor", "--manifest", "m.qgl", "--trust-policy", "open",
+                                    "--duration", "1.5"], tmp_path, env, timeout=120)
+    assert code == 0, screen
     assert "swarm tty" in screen and "peer ID" in screen and "┃" in screen  # rich's table, not plain lines
     assert "Traceback" not in screen
