@@ -47,6 +47,8 @@ def start_peers(quinkgl: str, args: argparse.Namespace, work: Path, env: dict[st
                 "--script-arg", "data_root=./data", "--checkpoint-dir", f"./ckpt/peer-{index}"]
         if args.local_steps:
             argv += ["--local-steps", str(args.local_steps)]
+        if args.device:
+            argv += ["--device", args.device]
         print(f"$ {shlex.join(argv)} 2>&1 | tee peer-{index}.log", flush=True)
         log = open(work / f"peer-{index}.log", "w")
         procs.append(subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--gossip-interval", type=float, default=12.0)
     parser.add_argument("--port-base", type=int, default=7001)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds the five peers may take")
+    parser.add_argument("--device", default=None, help="passed to every peer's --device (default: run's own, auto)")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

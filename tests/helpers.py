@@ -90,3 +90,31 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
 
     trio.run(main)
     return peers
+
+
+def run_on_terminal(argv, cwd, env, timeout: float = 300) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr; return its exit code and everything it drew."""
+    import os
+    import select
+    import subprocess
+    import time
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")

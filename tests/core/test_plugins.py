@@ -160,6 +160,6 @@ def test_resolution_validates_component_params():
 
 def test_every_hookspec_is_documented_and_prefixed():
     specs = [name for name in dir(hookspecs) if name.startswith("quinkgl_")]
-    assert len(specs) == 10
+    assert len(specs) == 11
     for name in specs:
         assert getattr(hookspecs, name).__doc__, name

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
-import time
 
 import pytest
 
 from conftest import quinkgl_executable
-from helpers import guide_arch_hash, make_manifest
+from helpers import guide_arch_hash, make_manifest, run_on_terminal
 from quinkgl.manifest.codec import write_manifest
 
 pytestmark = pytest.mark.slow
@@ -31,26 +29,7 @@ def test_terminal_gets_live_progress_and_pipes_get_plain_lines(tmp_path, guide_s
     assert "\x1b[" not in piped.stdout and "━" not in piped.stdout  # no escape codes, no bars: tee/grep friendly
     assert "round=002" in piped.stdout and "summary: node=solo rounds=2/2" in piped.stdout
 
-    master, slave = os.openpty()
-    proc = subprocess.Popen(run_args(tmp_path, mnist_root), cwd=tmp_path, env=env, stdin=slave, stdout=slave,
-                            stderr=slave)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 1.0)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_on_terminal(run_args(tmp_path, mnist_root), tmp_path, env)
+    assert code == 0, screen
     assert "━" in screen and "2/2" in screen  # rich's live bar reached the last round
     assert "summary: node=solo rounds=2/2" in screen

@@ -22,6 +22,7 @@ COMMANDS = {
     "data": "quinkgl_cli.commands.data:data_command",
     "simulate": "quinkgl_cli.commands.simulate:simulate_command",
     "run": "quinkgl_cli.commands.run:run_command",
+    "monitor": "quinkgl_cli.commands.monitor:monitor_command",
 }
 
 

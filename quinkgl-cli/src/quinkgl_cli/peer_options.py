@@ -10,7 +10,7 @@ from quinkgl_cli.options import parse_bool
 
 
 def peer_source_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """--manifest, --script/--data, --script-arg, --local-steps/--local-epochs, --strict-manifest, trust flags."""
+    """--manifest, --script/--data, --script-arg, --local-steps/--local-epochs, --strict-manifest, trust, --device."""
     decorators = [
         click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
                      help="The swarm's manifest (.qgl)."),
@@ -28,6 +28,8 @@ def peer_source_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--trusted-pubkey", "trusted_keys", multiple=True, metavar="ed25519:HEX",
                      help="Creator key(s) to accept (required by --trust-policy pinned)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling and peer choice."),
+        click.option("--device", default="auto", show_default=True,
+                     help="torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1…"),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)

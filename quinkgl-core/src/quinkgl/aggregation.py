@@ -44,7 +44,9 @@ class Aggregator(Protocol):
 
 
 def weighted_average(updates: Sequence[ModelUpdate], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Average floating tensors with ``weights`` (normalised here); integer buffers are taken from the first."""
+    """Average floating tensors with ``weights`` (normalised here); integer buffers are taken from the first.
+
+    The result lives on the first update's device (the own model's); the others are moved there."""
     import torch
 
     total = float(sum(weights))
@@ -55,8 +57,10 @@ def weighted_average(updates: Sequence[ModelUpdate], weights: Sequence[float]) -
         if not first.is_floating_point():
             result[name] = first.clone()  # e.g. BatchNorm's num_batches_tracked: averaging a counter is meaningless
             continue
-        stacked = torch.stack([u.tensors[name].to(torch.float64) for u in updates])
-        scale = torch.tensor([w / total for w in weights], dtype=torch.float64).view(-1, *([1] * first.dim()))
+        # Received updates arrive decoded on the CPU; the own model (first) may live on a GPU: compute there.
+        stacked = torch.stack([u.tensors[name].to(first.device, torch.float64) for u in updates])
+        scale = torch.tensor([w / total for w in weights], dtype=torch.float64, device=first.device)
+        scale = scale.view(-1, *([1] * first.dim()))
         result[name] = (stacked * scale).sum(dim=0).to(first.dtype)
     return result
 

@@ -40,6 +40,7 @@ class SimulationOptions:
     isolated: bool = False
     max_eval_batches: Optional[int] = None
     strict_manifest: bool = True
+    device: str = "cpu"  # a resolved torch device (see quinkgl.runtime.devices.resolve_device)
 
     @partition.validator
     def _check_partition(self, attribute: Any, value: str) -> None:
@@ -172,6 +173,7 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             local_epochs=options.local_epochs, gossip_interval=options.gossip_interval, script_args=options.script_args,
             seed=options.seed, isolated=options.isolated, max_eval_batches=options.max_eval_batches,
             strict_manifest=options.strict_manifest, peer_timeout=max(30.0, options.gossip_interval),
+            device=options.device,
         )
         val = group_vals[peer_group(index - 1, len(group_vals))] if group_vals else full.val
         data = prepare_data(manifest, loaders, peer_options, indices=shard, val=val, train_tensors=tensors)

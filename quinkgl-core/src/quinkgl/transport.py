@@ -35,7 +35,9 @@ class TransportConfig:
     max_payload_bytes: int = 64 * 1024 * 1024
     bootstrap_peers: Sequence[str] = ()
     announce_addrs: Sequence[str] = ()
-    options: Mapping[str, Any] = attrs.field(factory=dict)  # transport-specific flags (e.g. mdns)
+    # Transport-specific flags (e.g. mdns). One every transport should honour: ``observer`` (listen-only, for
+    # ``quinkgl monitor``): deliver announcements, publish none (``announce`` raises), accept no payloads.
+    options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen

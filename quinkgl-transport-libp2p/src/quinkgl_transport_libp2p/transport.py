@@ -190,6 +190,9 @@ class Libp2pTransport:
         self._pex = AddressBook(ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)))
         self._closed = False
         self._conn_event = trio.Event()
+        # Observer (listen-only) mode, for `quinkgl monitor`: receives announcements, publishes none, accepts no
+        # models and writes no registry entry, so no peer ever learns of it as a swarm member or a source.
+        self._observer = bool(config.options.get("observer", False))
 
     # --------------------------------------------------------------------------------------------------------
     # Contract: properties and handlers
@@ -342,7 +345,8 @@ class Libp2pTransport:
                 return None
 
             auto.maybe_connect = _no_auto_connect
-        host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
+        if not self._observer:
+            host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
@@ -375,7 +379,8 @@ class Libp2pTransport:
             self._registry = PeerRegistry(
                 resolve_registry_dir(cfg.options), swarm_id=cfg.swarm_id, peer_id=self._peer_id
             )
-            self._registry.register(self._listen_addrs)
+            if not self._observer:
+                self._registry.register(self._listen_addrs)
             nursery.start_soon(self._registry_loop)
 
         if self._bootstrap_targets:
@@ -393,6 +398,8 @@ class Libp2pTransport:
     async def announce(self, document: bytes) -> None:
         if self._announcer is None or self._closed:
             raise TransportError("the transport is not running")
+        if self._observer:
+            raise TransportError("an observer (listen-only) transport publishes no announcements")
         await self._announcer.publish(document)
 
     def _deliver_announcement(self, sender: str, document: bytes) -> None:
@@ -643,7 +650,7 @@ class Libp2pTransport:
         incarnation: dict[str, tuple[int, float]] = {}  # a restarted peer (new PID) starts with a clean slate
         while True:
             try:
-                if not registry.path.exists():
+                if not registry.path.exists() and not self._observer:
                     registry.register(self._listen_addrs)  # the directory was cleaned under us
                 entries = registry.swarm_peers()
             except Exception:
@@ -668,7 +675,9 @@ class Libp2pTransport:
                     continue
                 if pid in self._dialing or now < next_try.get(pid, 0.0):
                     continue
-                my_turn = should_dial(self.peer_id, pid) or now - first_seen[pid] >= _REGISTRY_FALLBACK_S
+                # An observer is in nobody's registry scan: it always dials.
+                waited = now - first_seen[pid] >= _REGISTRY_FALLBACK_S
+                my_turn = self._observer or should_dial(self.peer_id, pid) or waited
                 if not my_turn:
                     continue
                 delay = min(backoff.get(pid, 0.5) * 2, 30.0)

@@ -30,14 +30,20 @@ from quinkgl_cli.peer_options import peer_source_options
               help="Address to announce to others (NAT / port forwarding), repeatable.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints; a restart resumes from here.")
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
-@click.option("--device", default="cpu", show_default=True, help="torch device for training (cpu, cuda, cuda:1…).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus text at http://HOST:PORT/metrics (0: a free port; needs quinkgl-cli[metrics]).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics server listens on (0.0.0.0 exposes it to other machines).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None,
+              help="Write per-round scalars as TensorBoard event files into this folder (needs quinkgl-cli[metrics]).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (including libp2p).")
 def run_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
                 local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool, trust_policy: str,
                 trusted_keys: tuple[str, ...], seed: int, node_id: Optional[str], host: str, port: int,
                 rounds: Optional[int], gossip_interval: float, bootstrap_peers: tuple[str, ...],
                 announce_addrs: tuple[str, ...], checkpoint_dir: Optional[str], max_eval_batches: Optional[int],
-                device: str, verbose: bool) -> None:
+                device: str, metrics_port: Optional[int], metrics_host: str, tensorboard_dir: Optional[str],
+                verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
     import trio
 
@@ -46,8 +52,10 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
     from quinkgl.plugins.manager import build_registry
     from quinkgl.runtime.inputs import load_inputs
     from quinkgl.runtime.node import NetworkOptions, run_peer
+    from quinkgl.runtime.devices import resolve_device
     from quinkgl.runtime.options import PeerOptions
 
+    from quinkgl_cli.exporters import close_exporters, start_exporters
     from quinkgl_cli.progress import PeerProgress, configure_logging
 
     for address in bootstrap_peers:
@@ -61,6 +69,7 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
     for warning in inputs.trust.warnings:
         terminal.warn(warning)
     manifest = inputs.manifest
+    device = resolve_device(device)
     options = PeerOptions(
         node_id=node_id or f"{os.uname().nodename}-{os.getpid()}", rounds=rounds or manifest.round_limit or 10,
         local_steps=local_steps, local_epochs=local_epochs, gossip_interval=gossip_interval,
@@ -69,17 +78,25 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
     )
     network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs)
     progress = PeerProgress(options.rounds, live=live)
+    registry = build_registry()
+    exporters = start_exporters(registry, metrics_host=metrics_host, metrics_port=metrics_port,
+                                tensorboard=tensorboard_dir, node_id=options.node_id)
 
     def listening(peer: Any) -> None:
         addrs = list(peer.p.transport.listen_addrs)
         terminal.out(f"peer {options.node_id} ({peer.peer_id}) swarm {manifest.swarm_id[:19]}… "
-                     f"listening on {', '.join(addrs) or '(in-process)'}")
+                     f"listening on {', '.join(addrs) or '(in-process)'} device {device}")
+        for exporter in exporters:
+            terminal.out(f"metrics: {exporter.url}" if hasattr(exporter, "url") else f"tensorboard: {exporter.logdir}")
         if peer.completed:
             terminal.out(f"resumed from checkpoint at round {peer.completed}")
 
-    with progress:
-        outcome = trio.run(run_peer, manifest, inputs.source, options, network, build_registry(), progress.observe,
-                           listening)
+    try:
+        with progress:
+            outcome = trio.run(run_peer, manifest, inputs.source, options, network, registry, progress.observe,
+                               listening)
+    finally:
+        close_exporters(exporters)
     summary = outcome.summary
     accuracy = summary["val_accuracy"]
     terminal.out(

@@ -27,11 +27,12 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of validation accuracy per round.")
 def simulate_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
                      local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool,
-                     trust_policy: str, trusted_keys: tuple[str, ...], seed: int, peers: int, rounds: int,
+                     trust_policy: str, trusted_keys: tuple[str, ...], seed: int, device: str, peers: int, rounds: int,
                      partition: str, gossip_interval: float, isolated: bool, max_eval_batches: Optional[int],
                      output_dir: Optional[str], plot_path: Optional[str]) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
     from quinkgl.plugins.manager import build_registry
+    from quinkgl.runtime.devices import resolve_device
     from quinkgl.runtime.inputs import load_inputs
     from quinkgl.simulate import SimulationOptions, simulate
 
@@ -41,11 +42,13 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
     options = SimulationOptions(
         peers=peers, rounds=rounds, partition=partition, seed=seed, local_steps=local_steps, local_epochs=local_epochs,
         gossip_interval=gossip_interval, script_args=parse_script_args(script_args), isolated=isolated,
-        max_eval_batches=max_eval_batches, strict_manifest=strict_manifest,
+        max_eval_batches=max_eval_batches, strict_manifest=strict_manifest, device=resolve_device(device),
     )
     output = output_dir or os.path.join("runs", "sim-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(output, exist_ok=True)
     from quinkgl_cli.progress import SimulationProgress
+
+    terminal.out(f"simulating {peers} peers x {rounds} rounds of {inputs.manifest.name} on device {options.device}")
 
     with SimulationProgress(peers * rounds, live=terminal.is_tty()) as progress:
         result = simulate(inputs.manifest, inputs.source, options, build_registry(), progress.observe)

@@ -84,3 +84,23 @@ def quinkgl_on_peer_discovered(peer_id: str) -> None:
 @hookspec
 def quinkgl_on_aggregation_done(peer_ids: Sequence[str], sample_count: int) -> None:
     """Aggregation finished, combining updates from ``peer_ids`` with ``sample_count`` samples in total."""
+
+
+@hookspec
+def quinkgl_on_metrics(record: Mapping[str, Any], counters: Mapping[str, Any]) -> None:
+    """A round's metrics are final: for exporters (Prometheus, TensorBoard, a dashboard).
+
+    Called once per completed round, after ``on_round_end`` and before the checkpoint, on the peer's event loop
+    thread: every implementation is called, results are ignored, and it must return quickly (hand slow work to
+    a thread of its own). Treat both mappings as read-only; they are not copied for you.
+
+    ``record`` is the round's record exactly as ``metrics.jsonl`` gets it: ``round``, ``loss``, ``accuracy``,
+    ``val_loss``, ``val_accuracy`` (None when there is no validation data), ``peers`` (alive compatible peers),
+    ``aggregated_from``, ``samples``, ``bytes_sent``, ``bytes_received``, ``updates_sent``, ``updates_accepted``,
+    ``updates_rejected`` (cumulative since start), ``train_seconds``, ``eval_seconds``, ``round_seconds`` and
+    ``time`` (Unix seconds). New keys may be added; exporters must ignore keys they do not know.
+
+    ``counters`` is the peer's running totals, as in its final summary: ``node_id``, ``peer_id``, ``rounds``
+    (completed), ``val_accuracy``, ``bytes_sent``, ``bytes_received``, ``updates_accepted``,
+    ``updates_rejected`` and ``rejected`` (reason → count, runtime and transport reasons together).
+    """

@@ -194,7 +194,7 @@ class Peer:
 
     async def _announce(self) -> None:
         last = self.history[-1] if self.history else {}
-        metrics = {k: last[k] for k in ("val_accuracy", "val_loss") if last.get(k) is not None}
+        metrics = {k: last[k] for k in ("val_accuracy", "val_loss", "round") if last.get(k) is not None}
         doc = encode_announcement(
             swarm_id=self.swarm_id, arch_hash=self.arch_hash, node_id=self.options.node_id, round_idx=self.round,
             pushed=self.pushed, done=self.done, metrics=metrics, metadata=self.metadata,
@@ -341,6 +341,7 @@ class Peer:
         }
         self.history.append(metrics)
         self.p.hooks.quinkgl_on_round_end(round_idx=round_idx, metrics=metrics)
+        self.p.hooks.quinkgl_on_metrics(record=metrics, counters=self.summary())  # exporters (quinkgl_on_metrics)
         await self._work(self._checkpoint, round_idx, metrics)
         self.completed = round_idx
         self._emit("round_end", **metrics)

@@ -67,13 +67,15 @@ class MemoryTransport:
             _hubs.pop(self.hub_name, None)
 
     async def announce(self, document: bytes) -> None:
+        if self.config.options.get("observer"):
+            raise TransportError("an observer (listen-only) transport publishes no announcements")
         for peer_id, other in list(self._hub().items()):
             if peer_id != self._peer_id:
                 other._handlers["announcement"](self._peer_id, bytes(document))
 
     async def send(self, peer_id: str, payload: bytes, *, timeout: float) -> None:
         target = self._hub().get(peer_id)
-        if target is None or not target._open:
+        if target is None or not target._open or target.config.options.get("observer"):
             raise TransportError(f"peer {peer_id} is not reachable")
         if len(payload) > target.config.max_payload_bytes:
             target._rejected["oversized"] = target._rejected.get("oversized", 0) + 1
