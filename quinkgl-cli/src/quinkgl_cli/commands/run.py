@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal as signals
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -27,16 +27,16 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--bootstrap-peer", "bootstrap_peers", multiple=True, metavar="HOST:PORT",
               help="Peer to dial first: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
 @click.option("--announce-addr", "announce_addrs", multiple=True, metavar="MULTIADDR",
-              help="Address to announce to others (NAT / port forwarding), repeatable.")
+              help="Address to announce to others (NAT / port forwarding): host:port or a multiaddr, repeatable.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints; a restart resumes from here.")
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--device", default="cpu", show_default=True, help="torch device for training (cpu, cuda, cuda:1…).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (including libp2p).")
-def run_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
-                local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool, trust_policy: str,
-                trusted_keys: tuple[str, ...], seed: int, node_id: Optional[str], host: str, port: int,
-                rounds: Optional[int], gossip_interval: float, bootstrap_peers: tuple[str, ...],
-                announce_addrs: tuple[str, ...], checkpoint_dir: Optional[str], max_eval_batches: Optional[int],
+def run_command(manifest_path: str, script: str | None, data: str | None, script_args: tuple[str, ...],
+                local_steps: int | None, local_epochs: float | None, strict_manifest: bool, trust_policy: str,
+                trusted_keys: tuple[str, ...], seed: int, node_id: str | None, host: str, port: int,
+                rounds: int | None, gossip_interval: float, bootstrap_peers: tuple[str, ...],
+                announce_addrs: tuple[str, ...], checkpoint_dir: str | None, max_eval_batches: int | None,
                 device: str, verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
     import trio
@@ -47,14 +47,14 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
     from quinkgl.runtime.inputs import load_inputs
     from quinkgl.runtime.node import NetworkOptions, run_peer
     from quinkgl.runtime.options import PeerOptions
-
     from quinkgl_cli.progress import PeerProgress, configure_logging
 
-    for address in bootstrap_peers:
-        try:
-            parse_peer_address(address)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--bootstrap-peer") from None
+    for hint, addresses in (("--bootstrap-peer", bootstrap_peers), ("--announce-addr", announce_addrs)):
+        for address in addresses:
+            try:
+                parse_peer_address(address)
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint=hint) from None
     live = terminal.is_tty()
     configure_logging(verbose, live)
     inputs = load_inputs(manifest_path, script=script, data=data, trust_policy=trust_policy, trusted_keys=trusted_keys)
