@@ -1,4 +1,4 @@
-"""Sessions that set up and run QuinkGL: `nox -s demo` (the main job), `nox -s tests`, `nox -s bench`.
+"""Sessions that set up and run QuinkGL: `nox -s demo` (the main job), `nox -s tests`, `nox -s light`, `nox -s lint`.
 
 All sessions share ONE virtual environment, `.nox/quinkgl`: torch alone is ~5.5 GB per environment here, so
 tests, demo and benchmarks must not each get their own. It is created on first use and re-installed only when a
@@ -19,12 +19,13 @@ ENV = ROOT / ".nox" / "quinkgl"
 DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli", "quinkgl-agg-robust", "quinkgl-topo", "quinkgl-transport-libp2p"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "matplotlib>=3.8"]
+LINT = ["ruff==0.17.6", "mypy==2.4.1"]
 
 nox.options.sessions = ["tests"]
 
 
 def _stamp() -> str:
-    digest = hashlib.sha256(" ".join(TORCH + TOOLS + DISTRIBUTIONS).encode())
+    digest = hashlib.sha256(" ".join(TORCH + TOOLS + LINT + DISTRIBUTIONS).encode())
     for pyproject in sorted(ROOT.glob("quinkgl-*/pyproject.toml")):
         digest.update(pyproject.read_bytes())
     return digest.hexdigest()
@@ -41,8 +42,12 @@ def shared_env(session: nox.Session) -> dict[str, str]:
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         session.run(*pip, "--upgrade", "pip", external=True)
         session.run(*pip, *TORCH, external=True)
-        session.run(*pip, *TOOLS, external=True)
-        editable = [arg for dist in DISTRIBUTIONS for arg in ("-e", str(ROOT / dist.replace("[torch]", "")) + ("[torch]" if "[torch]" in dist else ""))]
+        session.run(*pip, *TOOLS, *LINT, external=True)
+        editable = [
+            arg
+            for dist in DISTRIBUTIONS
+            for arg in ("-e", str(ROOT / dist.replace("[torch]", "")) + ("[torch]" if "[torch]" in dist else ""))
+        ]
         session.run(*pip, *editable, external=True)
         stamp_file.write_text(_stamp())
     return {"PATH": f"{ENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(ENV)}
@@ -61,3 +66,19 @@ def demo(session: nox.Session) -> None:
     env = shared_env(session)
     session.run(str(ENV / "bin" / "python"), str(ROOT / "examples" / "walkthrough.py"), *session.posargs,
                 env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def light(session: nox.Session) -> None:
+    """quinkgl-core + quinkgl-cli alone (no torch), a fresh venv per claimed Python (scripts/light-install-check.sh)."""
+    session.run("bash", str(ROOT / "scripts" / "light-install-check.sh"), *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff (format check and lint, ruff.toml) and mypy (mypy.ini) over the five distributions, tests and scripts."""
+    env = shared_env(session)
+    bin_dir = ENV / "bin"
+    session.run(str(bin_dir / "ruff"), "format", "--check", str(ROOT), env=env, external=True)
+    session.run(str(bin_dir / "ruff"), "check", str(ROOT), env=env, external=True)
+    session.run(str(bin_dir / "mypy"), "--config-file", str(ROOT / "mypy.ini"), env=env, external=True)

@@ -39,6 +39,9 @@ def run_command(manifest_path: str, script: str | None, data: str | None, script
                 announce_addrs: tuple[str, ...], checkpoint_dir: str | None, max_eval_batches: int | None,
                 device: str, verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
+    from quinkgl.extras import require_extra
+
+    require_extra("torch", "quinkgl run")
     import trio
 
     from quinkgl.errors import ExitCode

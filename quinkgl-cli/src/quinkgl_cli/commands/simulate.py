@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -25,12 +25,15 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Folder for metrics.json and the plot.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of validation accuracy per round.")
-def simulate_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
-                     local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool,
+def simulate_command(manifest_path: str, script: str | None, data: str | None, script_args: tuple[str, ...],
+                     local_steps: int | None, local_epochs: float | None, strict_manifest: bool,
                      trust_policy: str, trusted_keys: tuple[str, ...], seed: int, peers: int, rounds: int,
-                     partition: str, gossip_interval: float, isolated: bool, max_eval_batches: Optional[int],
-                     output_dir: Optional[str], plot_path: Optional[str]) -> None:
+                     partition: str, gossip_interval: float, isolated: bool, max_eval_batches: int | None,
+                     output_dir: str | None, plot_path: str | None) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
+    from quinkgl.extras import require_extra
+
+    require_extra("torch", "quinkgl simulate")
     from quinkgl.plugins.manager import build_registry
     from quinkgl.runtime.inputs import load_inputs
     from quinkgl.simulate import SimulationOptions, simulate
