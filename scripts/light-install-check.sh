@@ -38,16 +38,25 @@ expect_one_line_failure() {
     ! grep -q Traceback "$log" || fail "$what printed a traceback"
 }
 
-for PY in "${pythons[@]}"; do
-    start=$SECONDS
+# Both distributions are pure Python: build their wheels once (one isolated hatchling build) for every venv.
+wheels="$WORK/wheels"
+if ! "${pythons[0]}" -m pip wheel -q --disable-pip-version-check --no-deps -w "$wheels" \
+        "$ROOT/quinkgl-core" "$ROOT/quinkgl-cli" >"$WORK/wheel.log" 2>&1; then
+    echo "light: building the wheels failed: $(tail -20 "$WORK/wheel.log")" >&2
+    exit 1
+fi
+
+# check_one PYTHON: build the light venv for one interpreter and run every check (exits non-zero on failure).
+check_one() {
+    local PY=$1 start=$SECONDS
     PY_NAME="$("$PY" -c 'import platform; print(platform.python_version())')"
-    venv="$WORK/venv-$PY_NAME"
+    local venv="$WORK/venv-$PY_NAME" pip_log="$WORK/pip-$PY_NAME.log" cases="$WORK/case-$PY_NAME" got q
     "$PY" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$ROOT/quinkgl-core" "$ROOT/quinkgl-cli" \
-        >"$WORK/pip-$PY_NAME.log" 2>&1 || fail "pip install quinkgl-core quinkgl-cli failed: $(tail -20 "$WORK/pip-$PY_NAME.log")"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "$wheels"/quinkgl_core-*.whl "$wheels"/quinkgl_cli-*.whl >"$pip_log" 2>&1 \
+        || fail "pip install quinkgl-core quinkgl-cli failed: $(tail -20 "$pip_log")"
     ! "$venv/bin/python" -c "import torch" 2>/dev/null || fail "torch is installed in the light environment"
     q="$venv/bin/quinkgl"
-    cases="$WORK/case-$PY_NAME"
     mkdir -p "$cases"
     cd "$cases"
     export QUINKGL_STATE_DIR="$cases/state"
@@ -75,4 +84,17 @@ for PY in "${pythons[@]}"; do
     expect_one_line_failure 8 "$got" run.err "run"
     cd "$ROOT"
     echo "light [$PY_NAME]: ok in $((SECONDS - start)) s ($(cat "$cases/run.err"))"
+}
+
+# The interpreters run side by side: the installs mostly wait on pip's index and the disk, not the CPU.
+pids=()
+for index in "${!pythons[@]}"; do
+    (check_one "${pythons[$index]}") >"$WORK/check-$index.log" 2>&1 &
+    pids+=($!)
 done
+status=0
+for index in "${!pythons[@]}"; do
+    wait "${pids[$index]}" || status=1
+    cat "$WORK/check-$index.log"
+done
+exit $status
