@@ -1,4 +1,4 @@
-"""Sessions that set up and run QuinkGL: `nox -s demo` (the main job), `nox -s tests`, `nox -s bench`.
+"""Sessions that set up and run QuinkGL: `nox -s demo` (the main job), `nox -s tests`, `nox -s light`, `nox -s lint`.
 
 All sessions share ONE virtual environment, `.nox/quinkgl`: torch alone is ~5.5 GB per environment here, so
 tests, demo and benchmarks must not each get their own. It is created on first use and re-installed only when a
@@ -20,12 +20,13 @@ DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli[metrics]", "quinkgl-agg-rob
                  "quinkgl-transport-libp2p"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "matplotlib>=3.8"]
+LINT = ["ruff==0.17.6", "mypy==2.4.1"]
 
 nox.options.sessions = ["tests"]
 
 
 def _stamp() -> str:
-    digest = hashlib.sha256(" ".join(TORCH + TOOLS + DISTRIBUTIONS).encode())
+    digest = hashlib.sha256(" ".join(TORCH + TOOLS + LINT + DISTRIBUTIONS).encode())
     for pyproject in sorted(ROOT.glob("quinkgl-*/pyproject.toml")):
         digest.update(pyproject.read_bytes())
     return digest.hexdigest()
@@ -42,7 +43,7 @@ def shared_env(session: nox.Session) -> dict[str, str]:
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         session.run(*pip, "--upgrade", "pip", external=True)
         session.run(*pip, *TORCH, external=True)
-        session.run(*pip, *TOOLS, external=True)
+        session.run(*pip, *TOOLS, *LINT, external=True)
         editable = [arg for dist in DISTRIBUTIONS
                     for arg in ("-e", str(ROOT / dist.partition("[")[0]) + "".join(dist.partition("[")[1:]))]
         session.run(*pip, *editable, external=True)
@@ -78,3 +79,19 @@ def gpu(session: nox.Session) -> None:
     logs = sorted((ROOT / "runs" / "walkthrough-gpu").glob("peer-*.log"))
     if not logs or not all("device cuda" in log.read_text() for log in logs):
         session.error("not every peer's start line says 'device cuda'")
+
+
+@nox.session(venv_backend="none")
+def light(session: nox.Session) -> None:
+    """quinkgl-core + quinkgl-cli alone (no torch), a fresh venv per claimed Python (scripts/light-install-check.sh)."""
+    session.run("bash", str(ROOT / "scripts" / "light-install-check.sh"), *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff (format check and lint, ruff.toml) and mypy (mypy.ini) over the five distributions, tests and scripts."""
+    env = shared_env(session)
+    bin_dir = ENV / "bin"
+    session.run(str(bin_dir / "ruff"), "format", "--check", str(ROOT), env=env, external=True)
+    session.run(str(bin_dir / "ruff"), "check", str(ROOT), env=env, external=True)
+    session.run(str(bin_dir / "mypy"), "--config-file", str(ROOT / "mypy.ini"), env=env, external=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quinkgl.manifest.create import ManifestOptions, create_manifest
+from quinkgl.authoring import ManifestOptions, create_manifest
 from quinkgl.plugins.manager import build_registry
 
 ARCH = "sha256:" + "4" * 64

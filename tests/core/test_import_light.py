@@ -29,3 +29,8 @@ def test_compute_arch_hash_import_does_not_pull_the_cli_or_torch():
 def test_cli_help_does_not_import_torch():
     modules = loaded_after("from quinkgl_cli.main import cli")
     assert "torch" not in modules and "libp2p" not in modules
+
+
+def test_manifest_layer_does_not_load_the_plugin_registry():
+    modules = loaded_after("import quinkgl.manifest.codec, quinkgl.manifest.signing, quinkgl.manifest.peers")
+    assert not [m for m in modules if m.startswith(("quinkgl.plugins", "quinkgl.authoring", "pluggy"))]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from quinkgl_cli import __version__
+
+if TYPE_CHECKING:
+    from quinkgl.errors import QuinkGLError
 
 # command name -> "module:attribute"; imported only when that command runs, so `quinkgl --help` stays fast.
 COMMANDS = {
@@ -46,15 +49,20 @@ def cli() -> None:
     """QuinkGL: decentralized gossip learning over a signed manifest."""
 
 
+def _fail(err: QuinkGLError) -> NoReturn:
+    """Print ``err`` as one ``error:`` message and exit with its documented code."""
+    click.echo(f"error: {err}", err=True)
+    sys.exit(int(err.exit_code))
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: run the CLI and map errors to exit codes."""
-    from quinkgl.errors import ExitCode, QuinkGLError, user_error_in
+    from quinkgl.errors import ExitCode, QuinkGLError, first_in_group, user_error_in
 
     try:
         cli.main(args=argv, prog_name="quinkgl", standalone_mode=False)
     except QuinkGLError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(int(err.exit_code))
+        _fail(err)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
@@ -66,12 +74,16 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
-    except BaseExceptionGroup as group:  # errors raised inside a trio nursery arrive wrapped
-        found = user_error_in(group)
-        if found is None:
+    except BaseException as exc:  # errors raised inside a trio nursery arrive wrapped in (nested) exception groups
+        if isinstance(exc, (SystemExit, GeneratorExit)):
             raise
-        click.echo(f"error: {found}", err=True)
-        sys.exit(int(found.exit_code))
+        found = user_error_in(exc)
+        if found is not None:
+            _fail(found)
+        if first_in_group(exc, KeyboardInterrupt) is not None:
+            click.echo("interrupted", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        raise
     sys.exit(0)
 
 

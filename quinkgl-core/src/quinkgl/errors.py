@@ -7,6 +7,9 @@ Every error a user can cause is a :class:`QuinkGLError` subclass carrying struct
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class ExitCode(enum.IntEnum):
@@ -24,6 +27,7 @@ class ExitCode(enum.IntEnum):
     KEY_ERROR = 9  # key file missing, unreadable, not Ed25519, or would be overwritten
     SCRIPT_ERROR = 10  # the peer script is missing a function, raised, or returned the wrong thing
     DATA_ERROR = 11  # dataset files missing or corrupt, loader yields the wrong shapes
+    NETWORK = 12  # the transport cannot start or reach peers: port in use, bad address, unusable bootstrap peer
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 
@@ -34,15 +38,27 @@ class QuinkGLError(Exception):
     exit_code: ExitCode = ExitCode.RUNTIME
 
 
-def user_error_in(exc: BaseException) -> "QuinkGLError | None":
-    """The first QuinkGLError inside ``exc`` (which may be a nested ExceptionGroup from a trio nursery)."""
-    if isinstance(exc, QuinkGLError):
+def first_in_group(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``exc`` or, depth first, in the exception groups nested inside it.
+
+    Trio nurseries raise ``ExceptionGroup``s; Python 3.10 has no such built-in (trio uses the ``exceptiongroup``
+    backport there), so groups are recognised by their ``exceptions`` attribute rather than by type.
+    """
+    if isinstance(exc, kind):
         return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = user_error_in(inner)
-        if found is not None:
-            return found
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, (tuple, list)):
+        for member in inner:
+            if isinstance(member, BaseException):
+                found = first_in_group(member, kind)
+                if found is not None:
+                    return found
     return None
+
+
+def user_error_in(exc: BaseException) -> QuinkGLError | None:
+    """The first QuinkGLError inside ``exc`` (which may be a nested ExceptionGroup from a trio nursery)."""
+    return first_in_group(exc, QuinkGLError)
 
 
 class ManifestError(QuinkGLError):
@@ -104,6 +120,15 @@ class DataError(QuinkGLError):
     """Dataset files are missing or corrupt, or a loader yields data that does not fit the manifest."""
 
     exit_code = ExitCode.DATA_ERROR
+
+
+class NetworkError(QuinkGLError):
+    """The network cannot be used as configured: a fixed port is taken, an address is malformed, a peer is unreachable.
+
+    The libp2p plugin's ``PortInUseError``, ``BootstrapAddrError`` and core's ``TransportError`` are subclasses.
+    """
+
+    exit_code = ExitCode.NETWORK
 
 
 class UsageError(QuinkGLError):

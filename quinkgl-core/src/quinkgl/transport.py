@@ -14,9 +14,12 @@ are plain functions called on the event loop; they must not block (the runtime q
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
+
+from quinkgl.errors import NetworkError
 
 AnnouncementHandler = Callable[[str, bytes], None]
 PayloadHandler = Callable[[str, bytes], None]
@@ -51,8 +54,12 @@ class TransportStats:
     rejected: Mapping[str, int] = attrs.field(factory=dict)
 
 
-class TransportError(Exception):
-    """A send or connect failed (peer unreachable, deadline passed, refused)."""
+class TransportError(NetworkError):
+    """A send or connect failed (peer unreachable, deadline passed, refused), or the transport cannot start.
+
+    A :class:`~quinkgl.errors.NetworkError`: when it ends a run the CLI prints one ``error:`` line and exits with
+    ``ExitCode.NETWORK``.
+    """
 
 
 class Transport(Protocol):

@@ -1,12 +1,7 @@
 """Bootstrap peers: ``host:port`` (no peer ID needed), ``host:port/p2p/<id>`` or a full multiaddr.
 
-Accepted forms (``parse_bootstrap_addr`` checks them without importing libp2p, so a CLI can validate
-``--bootstrap-peer`` values up front)::
-
-    127.0.0.1:4001            [::1]:4001            peer.example.org:4001
-    127.0.0.1:4001/p2p/12D3KooW...
-    /ip4/127.0.0.1/tcp/4001   /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
-    /ip6/::1/tcp/4001/...     /dns4/peer.example.org/tcp/4001/...   (also /dns, /dns6)
+The forms are core's one peer-address grammar (:mod:`quinkgl.manifest.peers`); ``parse_bootstrap_addr`` only
+wraps it, so the manifest, ``run``'s flag check and the transport accept exactly the same addresses.
 
 Names are resolved with the operating system's resolver (py-libp2p's own ``/dns`` resolution ignores
 ``/etc/hosts``).
@@ -27,14 +22,16 @@ This relies on concrete attributes of py-libp2p 0.8.1's ``Swarm`` (``upgrader``,
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
-import re
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
+from quinkgl.errors import NetworkError
+from quinkgl.manifest.peers import parse_peer_address
 from quinkgl.transport import TransportError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,11 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]+$")
 
-
-class BootstrapAddrError(ValueError):
-    """A bootstrap address is not in one of the accepted forms."""
+class BootstrapAddrError(NetworkError, ValueError):
+    """A bootstrap address is not in one of the accepted forms (exit code ``NETWORK``)."""
 
 
 @attrs.frozen
@@ -66,74 +61,13 @@ class BootstrapTarget:
         return f"{base}/p2p/{self.peer_id}" if self.peer_id else base
 
 
-def _check_peer_id(text: str, value: str) -> str:
-    if not value or not _BASE58.match(value) or len(value) < 32:
-        raise BootstrapAddrError(f"{text!r}: {value!r} is not a base58 peer ID")
-    return value
-
-
-def _check_port(text: str, value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise BootstrapAddrError(f"{text!r}: port must be 1-65535, got {value!r}")
-    return int(value)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def parse_bootstrap_addr(text: str) -> BootstrapTarget:
-    """Parse one bootstrap address (see the module docstring for the forms)."""
-    raw = text.strip()
-    if not raw:
-        raise BootstrapAddrError("empty bootstrap address")
-    if raw.startswith("/"):
-        parts = raw.strip("/").split("/")
-        if len(parts) not in (4, 6) or parts[2] != "tcp":
-            raise BootstrapAddrError(
-                f"{text!r}: expected /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<peer id>]"
-            )
-        proto, host, _, port_s = parts[:4]
-        peer_id = None
-        if len(parts) == 6:
-            if parts[4] not in ("p2p", "ipfs"):
-                raise BootstrapAddrError(f"{text!r}: expected /p2p/<peer id> after the port")
-            peer_id = _check_peer_id(text, parts[5])
-        if proto in ("ip4", "ip6"):
-            try:
-                ip = ipaddress.ip_address(host)
-            except ValueError:
-                raise BootstrapAddrError(f"{text!r}: {host!r} is not an IP address") from None
-            if (ip.version == 6) != (proto == "ip6"):
-                raise BootstrapAddrError(f"{text!r}: {host!r} is not an {proto} address")
-            return BootstrapTarget(raw, str(ip), _check_port(text, port_s), peer_id, False)
-        if proto in ("dns", "dns4", "dns6"):
-            if not host:
-                raise BootstrapAddrError(f"{text!r}: empty host name")
-            return BootstrapTarget(raw, host, _check_port(text, port_s), peer_id, True)
-        raise BootstrapAddrError(f"{text!r}: unsupported protocol /{proto} (use ip4, ip6, dns, dns4 or dns6)")
-
-    # host:port[/p2p/<id>]
-    rest, peer_id = raw, None
-    if "/p2p/" in raw or "/ipfs/" in raw:
-        sep = "/p2p/" if "/p2p/" in raw else "/ipfs/"
-        rest, _, pid = raw.partition(sep)
-        peer_id = _check_peer_id(text, pid)
-    if rest.startswith("["):
-        host, sep, port_s = rest[1:].partition("]:")
-        if not sep or not _is_ip(host):
-            raise BootstrapAddrError(f"{text!r}: expected [ipv6]:port")
-    else:
-        host, sep, port_s = rest.rpartition(":")
-        if not sep or not host:
-            raise BootstrapAddrError(f"{text!r}: expected host:port, host:port/p2p/<peer id> or a multiaddr")
-        if ":" in host:
-            raise BootstrapAddrError(f"{text!r}: write IPv6 addresses as [addr]:port")
-    return BootstrapTarget(raw, host, _check_port(text, port_s), peer_id, not _is_ip(host))
+    """Parse one bootstrap address with core's grammar (:func:`quinkgl.manifest.peers.parse_peer_address`)."""
+    try:
+        address = parse_peer_address(text)
+    except ValueError as exc:
+        raise BootstrapAddrError(f"bad bootstrap address {text!r}: {exc}") from None
+    return BootstrapTarget(text, address.host, address.port, address.peer_id, address.is_name)
 
 
 async def resolve(target: BootstrapTarget) -> list[str]:
@@ -207,8 +141,5 @@ async def dial_unknown(
         raise TransportError(f"handshake with {ip}:{port} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if to_close is not None:
-            with trio.CancelScope(shield=True):
-                try:
-                    await to_close.close()
-                except Exception:
-                    pass
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await to_close.close()

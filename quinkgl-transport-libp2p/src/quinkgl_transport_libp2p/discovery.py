@@ -15,16 +15,19 @@ Pure Python: this module does not import libp2p.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import attrs
 
+from quinkgl.manifest.peers import parse_peer_address
 from quinkgl.paths import state_dir as quinkgl_state_dir
 
 logger = logging.getLogger(__name__)
@@ -120,11 +123,19 @@ class RegistryEntry:
         return cls(
             swarm_id=swarm_id,
             peer_id=peer_id,
-            addrs=tuple(addrs),
+            addrs=tuple(a for a in addrs if _is_peer_address(a)),  # core's grammar; others are never dialled
             pid=pid,
             pid_start=pid_start if isinstance(pid_start, int) else None,
             started_at=float(doc.get("started_at") or 0.0),
         )
+
+
+def _is_peer_address(text: str) -> bool:
+    try:
+        parse_peer_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class PeerRegistry:
@@ -163,10 +174,8 @@ class PeerRegistry:
             os.chmod(tmp, 0o600)
             os.replace(tmp, self._path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         self._registered = True
         logger.debug("registered %s in %s", self.peer_id, self.directory)
@@ -213,10 +222,8 @@ class PeerRegistry:
                 continue
             if not pid_alive(entry.pid, entry.pid_start):
                 logger.debug("removing stale registry entry %s (pid %d is gone)", path, entry.pid)
-                try:
+                with contextlib.suppress(OSError):
                     path.unlink()
-                except OSError:
-                    pass
                 continue
             out.append(entry)
         return out

@@ -11,6 +11,7 @@ private key in both ``cryptography`` and py-libp2p.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -19,13 +20,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from quinkgl.errors import KeyFileError
+
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILENAME = "libp2p-identity.pem"
+_MAX_KEY_BYTES = 64 * 1024
 
 
-class IdentityError(Exception):
-    """The identity key file exists but cannot be used."""
+class IdentityError(KeyFileError):
+    """The identity key file exists but cannot be used (exit code ``KEY_ERROR``, like any unusable key file)."""
 
 
 def _seed_of(key: ed25519.Ed25519PrivateKey) -> bytes:
@@ -52,6 +56,9 @@ def identity_path(state_dir: str | os.PathLike[str]) -> Path:
 def read_identity(path: Path) -> bytes:
     """Return the 32-byte Ed25519 seed stored at ``path`` (PKCS#8 PEM)."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_KEY_BYTES:
+            raise IdentityError(f"identity key {path} is not a regular file of at most {_MAX_KEY_BYTES} bytes")
         data = path.read_bytes()
     except OSError as exc:
         raise IdentityError(f"cannot read identity key {path}: {exc}") from exc
@@ -61,13 +68,11 @@ def read_identity(path: Path) -> bytes:
         raise IdentityError(f"identity key {path} is not an unencrypted PKCS#8 PEM key: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise IdentityError(f"identity key {path} is not an Ed25519 key")
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         logger.warning("identity key %s is readable by other users (mode %o); tightening to 0600", path, mode)
-        try:
+        with contextlib.suppress(OSError):  # read-only file systems
             os.chmod(path, 0o600)
-        except OSError:  # pragma: no cover - read-only file systems
-            pass
     return _seed_of(key)
 
 
@@ -101,15 +106,17 @@ def load_or_create_identity(state_dir: str | os.PathLike[str] | None) -> tuple[b
     if state_dir is None:
         return _seed_of(ed25519.Ed25519PrivateKey.generate()), False
     directory = Path(state_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = identity_path(directory)
-    if path.exists():
-        return read_identity(path), True
-    key = ed25519.Ed25519PrivateKey.generate()
     try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.path.lexists(path):
+            return read_identity(path), True
+        key = ed25519.Ed25519PrivateKey.generate()
         _write_new(path, _pem_of(key))
     except FileExistsError:
         # Another process created it between our check and our link: use theirs.
         return read_identity(path), True
+    except OSError as exc:
+        raise IdentityError(f"cannot create identity key {path}: {exc}") from exc
     logger.info("created libp2p identity key %s", path)
     return _seed_of(key), True

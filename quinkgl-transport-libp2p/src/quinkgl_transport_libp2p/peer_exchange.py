@@ -35,13 +35,12 @@ Pure Python: this module does not import libp2p.
 from __future__ import annotations
 
 import ipaddress
-import re
 import struct
 import time
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from .bootstrap import BootstrapAddrError, parse_bootstrap_addr
+from quinkgl.manifest.peers import parse_peer_address
 
 ENVELOPE_MAGIC = b"QGA2"
 TAG_SIZE = 32
@@ -52,8 +51,6 @@ MAX_ADDR_BLOCK = 1 + MAX_ADDRS * (2 + MAX_ADDR_TEXT)
 DEFAULT_TTL_S = 600.0  # a peer that stops announcing is forgotten after this long
 DEFAULT_MAX_PEERS = 4096
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 
 
 class EnvelopeError(ValueError):
@@ -72,25 +69,17 @@ class EnvelopeError(ValueError):
 def parse_addr(text: str) -> tuple[str, str | None]:
     """Validate one block address; return ``(canonical address without /p2p/, peer ID in the suffix or None)``.
 
-    Raises :class:`ValueError` for anything that is not ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/<id>]``
-    in canonical form (IP addresses as Python's ``ipaddress`` writes them, no leading zeros, no extra ``/``).
+    Raises :class:`ValueError` for anything that is not a multiaddr in core's peer-address grammar
+    (:func:`quinkgl.manifest.peers.parse_peer_address`) or not in canonical form (IP addresses as Python's
+    ``ipaddress`` writes them, no leading zeros).
     """
-    if not text.startswith("/") or not text.isascii():
+    if not text.startswith("/"):
         raise ValueError(f"{text!r} is not a multiaddr")
-    try:
-        target = parse_bootstrap_addr(text)
-    except BootstrapAddrError as exc:
-        raise ValueError(str(exc)) from exc
-    if target.is_name:
-        if not _DNS_NAME.match(target.host):
-            raise ValueError(f"{text!r}: {target.host!r} is not a DNS name")
-        proto = text.strip("/").split("/")[0]
-    else:
-        proto = "ip6" if ":" in target.host else "ip4"
-    canonical = f"/{proto}/{target.host}/tcp/{target.port}"
-    if text != (canonical if target.peer_id is None else f"{canonical}/p2p/{target.peer_id}"):
-        raise ValueError(f"{text!r} is not in canonical form")  # e.g. "//ip4", a trailing "/", port "080"
-    return canonical, target.peer_id
+    address = parse_peer_address(text)
+    canonical = address.multiaddr if address.peer_id is None else address.multiaddr.rpartition("/p2p/")[0]
+    if text != address.multiaddr:
+        raise ValueError(f"{text!r} is not in canonical form")  # e.g. "/ip6/::0001/...", port "080"
+    return canonical, address.peer_id
 
 
 def dialable(canonical: str) -> bool:

@@ -38,6 +38,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from quinkgl.manifest.peers import parse_peer_address
 from quinkgl.transport import (
     AnnouncementHandler,
     PayloadHandler,
@@ -146,17 +147,10 @@ def _resolve_listen_ip(host: str) -> str:
 
 
 def _parse_announce(addr: str) -> multiaddr.Multiaddr:
-    text = addr.strip()
     try:
-        if text.startswith("/"):
-            maddr = multiaddr.Multiaddr(text)
-        else:
-            target = parse_bootstrap_addr(text)
-            proto = "dns" if target.is_name else ("ip6" if ":" in target.host else "ip4")
-            maddr = multiaddr.Multiaddr(f"/{proto}/{target.host}/tcp/{target.port}")
+        return multiaddr.Multiaddr(parse_peer_address(addr).multiaddr)
     except Exception as exc:
         raise TransportError(f"invalid announce address {addr!r}: {exc}") from exc
-    return maddr
 
 
 class Libp2pTransport:

@@ -47,10 +47,10 @@ def manifest_group() -> None:
 def create_command(**opts: Any) -> None:
     """Create (and sign) a manifest."""
     from quinkgl import keys
+    from quinkgl.authoring import ManifestOptions, create_manifest
     from quinkgl.manifest.codec import write_manifest
-    from quinkgl.manifest.create import ManifestOptions, create_manifest
     from quinkgl.plugins.manager import build_registry
-    from quinkgl.plugins.requirements import _installed_version
+    from quinkgl.plugins.requirements import installed_version
 
     params = {
         field: parse_params(opts[f"{field}_param"], f"--{field.replace('_', '-')}-param")
@@ -82,8 +82,10 @@ def create_command(**opts: Any) -> None:
     terminal.out(f"Signed by: {manifest.creator_pubkey}" if key else "Unsigned (use --sign-with for production)")
     for req in manifest.plugins:
         terminal.out(f"Requires: {req.distribution}{req.specifier} ({', '.join(req.provides)})")
-        if _installed_version(req.distribution) is None:
-            terminal.warn(f"{req.distribution} is not installed here; peers need: pip install '{req.distribution}{req.specifier}'")
+        if installed_version(req.distribution) is None:
+            terminal.warn(
+                f"{req.distribution} is not installed here; peers need: pip install '{req.distribution}{req.specifier}'"
+            )
 
 
 @manifest_group.command("verify")

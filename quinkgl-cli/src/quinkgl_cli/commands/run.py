@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal as signals
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -27,7 +27,7 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--bootstrap-peer", "bootstrap_peers", multiple=True, metavar="HOST:PORT",
               help="Peer to dial first: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
 @click.option("--announce-addr", "announce_addrs", multiple=True, metavar="MULTIADDR",
-              help="Address to announce to others (NAT / port forwarding), repeatable.")
+              help="Address to announce to others (NAT / port forwarding): host:port or a multiaddr, repeatable.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints; a restart resumes from here.")
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -45,6 +45,9 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
                 device: str, metrics_port: Optional[int], metrics_host: str, tensorboard_dir: Optional[str],
                 verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
+    from quinkgl.extras import require_extra
+
+    require_extra("torch", "quinkgl run")
     import trio
 
     from quinkgl.errors import ExitCode
@@ -58,11 +61,12 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
     from quinkgl_cli.exporters import close_exporters, start_exporters
     from quinkgl_cli.progress import PeerProgress, configure_logging
 
-    for address in bootstrap_peers:
-        try:
-            parse_peer_address(address)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--bootstrap-peer") from None
+    for hint, addresses in (("--bootstrap-peer", bootstrap_peers), ("--announce-addr", announce_addrs)):
+        for address in addresses:
+            try:
+                parse_peer_address(address)
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint=hint) from None
     live = terminal.is_tty()
     configure_logging(verbose, live)
     inputs = load_inputs(manifest_path, script=script, data=data, trust_policy=trust_policy, trusted_keys=trusted_keys)

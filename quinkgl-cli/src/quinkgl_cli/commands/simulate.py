@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -31,6 +31,9 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
                      partition: str, gossip_interval: float, isolated: bool, max_eval_batches: Optional[int],
                      output_dir: Optional[str], plot_path: Optional[str]) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
+    from quinkgl.extras import require_extra
+
+    require_extra("torch", "quinkgl simulate")
     from quinkgl.plugins.manager import build_registry
     from quinkgl.runtime.devices import resolve_device
     from quinkgl.runtime.inputs import load_inputs

@@ -1,7 +1,8 @@
 """Manifests: the signed training protocol a swarm shares.
 
 Public API: :class:`Manifest`, :func:`load_manifest`, :func:`parse_manifest`, :func:`write_manifest`,
-:func:`sign_manifest`, :func:`signature_status`, :func:`create_manifest` and :func:`compute_arch_hash`.
+:func:`sign_manifest`, :func:`signature_status` and :func:`compute_arch_hash`. Creating a manifest against the
+plugin registry is :func:`quinkgl.authoring.create_manifest` (a layer above this package and the registry).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ _LAZY = {
     "sign_manifest": "quinkgl.manifest.signing",
     "signature_status": "quinkgl.manifest.signing",
     "SignatureStatus": "quinkgl.manifest.signing",
-    "create_manifest": "quinkgl.manifest.create",
-    "ManifestOptions": "quinkgl.manifest.create",
 }
 
 __all__ = ["Manifest", "compute_arch_hash", *_LAZY]

@@ -8,7 +8,8 @@ the ``pip install`` line that fixes the missing ones, a broken plugin's original
 from __future__ import annotations
 
 import importlib.metadata as md
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 from packaging.specifiers import SpecifierSet
@@ -73,7 +74,8 @@ def requirements_for(registry: Registry, selections: Iterable[tuple[str, str]]) 
     )
 
 
-def _installed_version(distribution: str) -> Optional[str]:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None when it is not installed."""
     try:
         return md.version(distribution)
     except md.PackageNotFoundError:
@@ -103,7 +105,7 @@ def resolve_components(
         if skip and all(item.split(":", 1)[0] in skip for item in req.provides):
             continue
         needed = ", ".join(req.provides)
-        version = _installed_version(req.distribution)
+        version = installed_version(req.distribution)
         if version is None:
             problems.append(f"{req.distribution}{req.specifier} is not installed (it provides {needed})")
             to_install.append(f"'{req.distribution}{req.specifier}'")
@@ -128,8 +130,8 @@ def resolve_components(
             if known is not None and known[1] in unusable:
                 continue  # already explained by the distribution problem above
             hint = ""
-            if known is not None and _installed_version(known[1]) is not None:
-                hint = f"; {known[1]} {_installed_version(known[1])} is installed but does not provide it (upgrade it)"
+            if known is not None and installed_version(known[1]) is not None:
+                hint = f"; {known[1]} {installed_version(known[1])} is installed but does not provide it (upgrade it)"
             elif known is not None:
                 hint = f"; it is provided by {known[1]}: pip install {known[1]}"
                 to_install.append(known[1])

@@ -1,8 +1,14 @@
-"""Creating manifests from what a user asked for (the ``quinkgl manifest create`` command's core)."""
+"""Creating manifests from what a user asked for (the ``quinkgl manifest create`` command's core).
+
+This sits above both :mod:`quinkgl.manifest` (data, codec, signing) and :mod:`quinkgl.plugins` (the registry):
+creating a manifest looks component names up in the registry and records the plugin distributions they need,
+while the manifest package itself imports nothing from the plugin layer.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,9 +36,9 @@ class ManifestOptions:
     transport: str = "libp2p"
     data_policy: str = "default"
     params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)  # manifest field -> params
-    round_limit: Optional[int] = None
+    round_limit: int | None = None
     byzantine_f: int = 0
-    expires_at: Optional[str] = None
+    expires_at: str | None = None
     bootstrap_peers: Sequence[str] = ()
 
 
