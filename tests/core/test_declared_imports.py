@@ -43,6 +43,9 @@ PROVIDERS = {
     "matplotlib": "matplotlib",
     "libp2p": "libp2p",
     "multiaddr": "multiaddr",
+    "opacus": "opacus",
+    "prometheus_client": "prometheus-client",
+    "tensorboard": "tensorboard",
     **{package: distribution for distribution, package in DISTRIBUTIONS.items()},
 }
 
