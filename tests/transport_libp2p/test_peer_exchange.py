@@ -230,13 +230,13 @@ def test_concurrent_sends_share_one_dial():
                 await c.announce(b"here")
                 await ia.wait_for(lambda: (c.peer_id, b"here") in ia.announcements)
                 dials = []
-                dial = a._dial_known_addrs
+                dial = a._dialler.dial_known_addrs
 
                 async def counting_dial(host, target):
                     dials.append(target)
                     await dial(host, target)
 
-                a._dial_known_addrs = counting_dial
+                a._dialler.dial_known_addrs = counting_dial
                 async with trio.open_nursery() as nursery:  # two: the receiver admits two transfers per peer
                     for i in range(2):
                         nursery.start_soon(functools.partial(a.send, c.peer_id, bytes([i]) * 1000, timeout=10))
