@@ -3,6 +3,16 @@
 :mod:`.framing` defines the byte protocol over a minimal stream interface; this module binds it to libp2p
 streams. :class:`ModelStreams` handles every inbound model stream (admission, caps, counting, delivery to the
 application) and opens outbound ones on an existing connection (dialling is :mod:`.dialling`'s job).
+
+Inbound admission, in order, before the bytes named are read (bounds in :class:`.limits.NetworkLimits`):
+
+1. ``admits(peer)`` (the runtime's view: a peer that has announced our swarm and architecture) — else the
+   stream is reset before a single byte is read (``not_admitted``);
+2. a global cap on transfers in progress and a per-peer one — else ``busy`` is answered, again before the
+   header is read;
+3. the header (within a deadline) and its checks — swarm, size cap;
+4. the payload, buffered incrementally (nothing reserved for the declared size) and counted against a global
+   cap on buffered bytes, at a minimum average rate, i.e. within an overall deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from libp2p.peer.id import ID
 from quinkgl.transport import PayloadHandler, TransportConfig, TransportError
 
 from . import framing
+from .limits import NetworkLimits
 from .params import Libp2pParams
 
 logger = logging.getLogger(__name__)
@@ -71,13 +82,20 @@ class ModelStreams:
         config: TransportConfig,
         reject: Callable[[str], None],
         on_payload: Callable[[], PayloadHandler | None],
+        admits: Callable[[], Callable[[str], bool] | None] = lambda: None,
+        limits: NetworkLimits | None = None,
     ) -> None:
         self.params = params
         self.config = config
+        self.limits = limits if limits is not None else NetworkLimits()
         self.tag = framing.swarm_tag(config.swarm_id)
         self._reject = reject
         self._on_payload = on_payload
+        self._admits = admits
         self._inbound_active: Counter[ID] = Counter()
+        self.inbound_total = 0  # transfers in progress, all peers together
+        self.buffered_bytes = 0  # payload bytes held by transfers in progress
+        self.peak_buffered_bytes = 0
         self.bytes_sent = 0
         self.bytes_received = 0
         self.payloads_sent = 0
@@ -106,20 +124,50 @@ class ModelStreams:
     # Inbound
     # ---------------------------------------------------------------------------------------------------------
 
+    def admitted(self, peer: ID) -> bool:
+        """Whether the runtime admits ``peer`` (always, until it installs a predicate)."""
+        admits = self._admits()
+        if admits is None:
+            return True
+        try:
+            return bool(admits(peer.to_base58()))
+        except Exception:
+            logger.exception("the admission predicate failed for %s", peer)
+            return False
+
     async def handle(self, stream: INetStream) -> None:
         """The stream handler registered for :data:`framing.PROTOCOL_ID`."""
         peer = stream.muxed_conn.peer_id
+        if not self.admitted(peer):
+            self._reject("not_admitted")
+            logger.info("refused a model stream from %s: not a peer of this swarm's view", peer)
+            await finish_stream(stream, False)
+            return
         adapter = StreamAdapter(stream)
-        limit = self.params.max_inbound_transfers_per_peer
-        admitted = False
+        limits = self.limits
+        if (
+            self.inbound_total >= limits.inbound_max_concurrent
+            or self._inbound_active[peer] >= self.params.max_inbound_transfers_per_peer
+        ):
+            self._reject("payload_busy")
+            with trio.move_on_after(2):
+                try:
+                    await adapter.write(bytes([framing.REASON_STATUS["busy"]]))
+                except framing.FrameError:
+                    pass
+            await finish_stream(stream, True)  # close (not reset), so the sender reads the "busy" status
+            return
+        self.inbound_total += 1
+        self._inbound_active[peer] += 1
+        held = 0
 
-        def admit(length: int) -> str | None:
-            nonlocal admitted
-            if self._inbound_active[peer] >= limit:
-                return "busy"
-            self._inbound_active[peer] += 1
-            admitted = True
-            return None
+        def progress(n: int) -> None:
+            nonlocal held
+            if self.buffered_bytes + n > limits.inbound_max_buffered_bytes:
+                raise framing.FrameError("busy", f"{self.buffered_bytes} bytes buffered by inbound transfers")
+            held += n
+            self.buffered_bytes += n
+            self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
 
         ok = False
         payload = b""
@@ -129,12 +177,17 @@ class ModelStreams:
                 tag=self.tag,
                 max_bytes=self.config.max_payload_bytes,
                 idle_timeout=float(self.params.stream_idle_timeout_s),
-                admit=admit,
+                on_progress=progress,
+                header_deadline=limits.inbound_header_deadline_s,
+                min_rate=limits.inbound_min_rate,
+                grace_s=limits.inbound_grace_s,
             )
             ok = True
         except framing.FrameError as exc:
             self._reject(f"payload_{exc.reason}")
-            logger.info("refused a model transfer from %s: %s", peer, exc)
+            if exc.reason == "bad_header":
+                self._reject("rpc_malformed")
+            logger.info("refused a model transfer from %s: %s", peer, exc.reason)
         except trio.TooSlowError:
             self._reject("payload_stalled")
             logger.info("model transfer from %s stalled", peer)
@@ -142,10 +195,11 @@ class ModelStreams:
             self._reject("payload_error")
             logger.warning("model transfer from %s failed: %r", peer, exc)
         finally:
-            if admitted:
-                self._inbound_active[peer] -= 1
-                if self._inbound_active[peer] <= 0:
-                    del self._inbound_active[peer]
+            self.buffered_bytes -= held
+            self.inbound_total -= 1
+            self._inbound_active[peer] -= 1
+            if self._inbound_active[peer] <= 0:
+                del self._inbound_active[peer]
             await finish_stream(stream, ok)
         if not ok:
             return

@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import multiaddr
 import trio
@@ -58,10 +58,12 @@ from .host import (
     verify_listening,
 )
 from .identity import load_or_create_identity
+from .limits import PUBLIC, NetworkLimits, RepeatFilter, addr_scope, ip_scope, may_dial
 from .model_stream import ModelStreams
 from .params import Libp2pParams
 from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs
 from .registry_discovery import RegistryDiscovery
+from .stream_guard import install_stream_guard, release_inbound_slots
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,8 @@ class Libp2pTransport:
         self._on_announcement: AnnouncementHandler | None = None
         self._on_payload: PayloadHandler | None = None
         self._on_peer_lost: PeerHandler | None = None
+        self._admits: Callable[[str], bool] | None = None
+        self.limits = NetworkLimits.from_options(config.options)
         self._rejected: Counter[str] = Counter()
         self._host: IHost | None = None
         self._announcer: Announcer | None = None
@@ -142,13 +146,26 @@ class Libp2pTransport:
         self._bootstrap_learned: dict[str, str] = {}
         self._announce_addrs = [_parse_announce(a) for a in config.announce_addrs]
         self._dialing: set[str] = set()  # peers being dialled (send or registry): the registry loop skips them
-        self._pex = AddressBook(ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)))
-        self._dialler = Dialler(params=self.params, book=self._pex, dialing=self._dialing)
+        self._pex = AddressBook(
+            ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)),
+            max_peers=self.limits.max_tracked_origins,
+            on_evict=self._forget_addrs,
+        )
+        self._dialler = Dialler(
+            params=self.params,
+            book=self._pex,
+            dialing=self._dialing,
+            limits=self.limits,
+            admits=lambda: self._admits,
+            reject=lambda reason: self._reject(reason),
+        )
         self._streams = ModelStreams(
             params=self.params,
             config=config,
             reject=lambda reason: self._reject(reason),
             on_payload=lambda: self._on_payload,
+            admits=lambda: self._admits,
+            limits=self.limits,
         )
         self._closed = False
         self._conn_event = trio.Event()
@@ -186,10 +203,15 @@ class Libp2pTransport:
         on_announcement: AnnouncementHandler,
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
+        admits: Callable[[str], bool] | None = None,
     ) -> None:
+        """Install the callbacks. ``admits(peer_id)``, when given, is consulted before any payload byte of a
+        peer is read and before a peer is dialled: a peer it refuses has its streams reset (``not_admitted``)
+        and is never dialled."""
         self._on_announcement = on_announcement
         self._on_payload = on_payload
         self._on_peer_lost = on_peer_lost
+        self._admits = admits
 
     def connected_peers(self) -> Sequence[str]:
         if self._host is None:
@@ -237,6 +259,11 @@ class Libp2pTransport:
     def _reject(self, reason: str) -> None:
         self._rejected[reason] += 1
 
+    def _on_malformed(self, protocol: str, peer: ID | None, exc: BaseException) -> None:
+        """A stream handler raised (malformed input on ``protocol``): the guard resets it and drops the peer."""
+        self._reject("rpc_malformed")
+        logger.warning("dropped peer %s: malformed input on %s (%s)", peer, protocol, type(exc).__name__)
+
     # --------------------------------------------------------------------------------------------------------
     # Lifecycle
     # --------------------------------------------------------------------------------------------------------
@@ -282,7 +309,7 @@ class Libp2pTransport:
                 logger.warning("error while closing the libp2p host", exc_info=True)
 
     async def _start(self) -> None:
-        configure_libp2p_logging()
+        configure_libp2p_logging(RepeatFilter(self.limits.log_lines_per_minute))
         assert self._stack is not None
         cfg, params = self.config, self.params
         seed, persisted = load_or_create_identity(cfg.state_dir)
@@ -295,6 +322,8 @@ class Libp2pTransport:
         self._host = host
         self._peer_id = host.get_id().to_base58()
         swarm = host.get_network()
+        release_inbound_slots(swarm)
+        install_stream_guard(host, self._on_malformed)
         # The auto-connector would redial any peer in the peerstore, ignoring swarm membership and the
         # one-dialler tie-break; discovery and bootstrap here decide whom to dial.
         auto = getattr(swarm, "auto_connector", None)
@@ -311,8 +340,10 @@ class Libp2pTransport:
             swarm_id=cfg.swarm_id,
             max_bytes=params.max_announcement_bytes,
             deliver=self._deliver_announcement,
-            reject=self._reject,
+            reject=lambda reason: self._reject(reason),
             learn=self._learn_addrs,
+            limits=self.limits,
+            drop_peer=self._drop_peer,
         )
 
         await self._stack.enter_async_context(host.run([listen]))
@@ -372,15 +403,66 @@ class Libp2pTransport:
         if self._on_announcement is not None:
             self._on_announcement(sender, document)
 
-    def _learn_addrs(self, origin: str, addrs: list[str]) -> None:
-        """Peer exchange: file the addresses of an announcement under its authenticated origin."""
+    def _drop_peer(self, peer: ID) -> None:
+        """Close every connection to ``peer`` (in the background)."""
+        host, nursery = self._host, self._nursery
+        if host is None or nursery is None or self._closed:
+            return
+
+        async def close() -> None:
+            with trio.move_on_after(5):
+                try:
+                    await host.get_network().close_peer(peer)
+                except Exception:
+                    pass
+
+        nursery.start_soon(close)
+
+    def _forget_addrs(self, origin: str) -> None:
+        """The address book dropped ``origin`` (it is full): drop the peerstore's copy of its addresses too."""
+        host = self._host
+        if host is not None:
+            try:
+                peer = ID.from_base58(origin)
+                if not host.get_network().get_connections(peer):
+                    host.get_peerstore().clear_peerdata(peer)
+                else:
+                    host.get_peerstore().clear_addrs(peer)
+            except Exception:
+                pass
+
+    def _peer_scope(self, peer: ID | None) -> int:
+        """The scope (loopback / private / public) of our connection to ``peer``; public when unknown."""
+        host = self._host
+        if peer is None or host is None:
+            return PUBLIC
+        scopes = []
+        for conn in host.get_network().get_connections(peer):
+            try:
+                remote = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
+            except Exception:
+                remote = None
+            if remote:
+                scopes.append(ip_scope(str(remote[0])))
+        return max(scopes) if scopes else PUBLIC
+
+    def _learn_addrs(self, origin: str, addrs: list[str], forwarder: ID | None = None) -> None:
+        """Peer exchange: file the addresses of an announcement under its authenticated origin, keeping only
+        those no more local than the connection they arrived over."""
         if origin == self._peer_id:
             return
         kept, ignored = addrs_for_origin(origin, addrs)
         if ignored:
             self._rejected["announce_addr_ignored"] += ignored  # names another peer, or undialable
+        scope = self._peer_scope(forwarder)
+        in_scope = [a for a in kept if may_dial(addr_scope(a), scope)]
+        if len(in_scope) < len(kept):
+            self._rejected["announce_addr_scope"] += len(kept) - len(in_scope)
+        kept = in_scope
         if not kept:
             return
+        previous = self._dialler.learnt_scope.get(origin)
+        self._dialler.learnt_scope.put(origin, scope if previous is None else min(scope, previous))
         changed = self._pex.learn(origin, kept)
         host = self._host
         if host is None:
