@@ -536,3 +536,50 @@ def test_global_concurrency_and_buffered_bytes_caps():
                 assert a._streams.peak_buffered_bytes <= 64 * 1024
 
     run(main, timeout=60)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Logs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_repeated_log_lines_are_rate_limited_and_summarised():
+    import logging
+
+    from quinkgl_transport_libp2p.limits import RepeatFilter
+
+    flt = RepeatFilter(per_minute=10)
+    logger = logging.getLogger("libp2p.network.swarm")
+
+    def record(i: int) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "fail to upgrade mux for peer %s", (i,), None)
+
+    passed = [flt.filter(record(i)) for i in range(2000)]  # one line per stranger's connection
+    assert sum(passed) == 10 and flt.suppressed == 1990
+    other = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "another message", (), None)
+    assert flt.filter(other)  # limited per message, not globally
+    # after a minute, the next line says how many were suppressed
+    key = ("libp2p.network.swarm", "fail to upgrade mux for peer %s")
+    flt._windows.get(key)[0] -= 61
+    late = record(0)
+    assert flt.filter(late) and "1990 similar lines suppressed" in late.getMessage()
+
+
+def test_gossipsubs_equivocation_table_keeps_fingerprints_not_messages():
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from quinkgl_transport_libp2p.announce import _Fingerprint, _FingerprintTable
+
+    router = GossipSub(protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12)
+    router.equivocation_detection = _FingerprintTable()
+    big = rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["t"], from_id=b"origin", seqno=b"\0" * 8)
+    assert router._check_equivocation(big)
+    stored = router.equivocation_detection[big.from_id + big.seqno]
+    assert isinstance(stored, _Fingerprint)  # 32 bytes of digest, not 60 KB
+    assert router._check_equivocation(rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["t"], from_id=b"origin",
+                                                      seqno=b"\0" * 8))  # the same message again: fine
+    assert not router._check_equivocation(rpc_pb2.Message(data=b"y" * 60_000, topicIDs=["t"], from_id=b"origin",
+                                                          seqno=b"\0" * 8))  # same id, other content
+    assert not router._check_equivocation(rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["u"], from_id=b"origin",
+                                                          seqno=b"\0" * 8))

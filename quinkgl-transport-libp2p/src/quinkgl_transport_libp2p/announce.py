@@ -25,6 +25,8 @@ Facts about py-libp2p 0.8.1 this module is built around (DESIGN §7):
   messages and bytes (``announce_rate_forwarder`` / ``announce_rate_origin``); per-origin and per-forwarder
   state is bounded (least recently used entries dropped). The queue towards the application is bounded in
   messages and bytes.
+* GossipSub's equivocation detector keeps up to ~1,000 whole messages (64 MiB of 64 KiB announcements, for as
+  long as no heartbeat prunes it); it is given a table that keeps a SHA-256 fingerprint of each instead.
 * Any exception raised while pubsub handles one message (a hostile message can make py-libp2p raise where it
   expects none, and an exception there stops the whole pubsub service) is caught, counted as
   ``rpc_malformed`` and the forwarder is dropped.
@@ -38,6 +40,7 @@ The topic is derived from the swarm ID, so swarms never share a topic.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -117,6 +120,58 @@ class _QueueingPubsub(Pubsub):
         super().notify_subscriptions(publish_message)
 
 
+class _Fingerprint:
+    """What GossipSub's equivocation check reads of a stored message (``data``, ``topicIDs``), as digests."""
+
+    __slots__ = ("data", "topicIDs")
+
+    class _Digest:
+        __slots__ = ("value",)
+
+        def __init__(self, value: bytes) -> None:
+            self.value = value
+
+        def __eq__(self, other: object) -> bool:
+            if isinstance(other, (bytes, bytearray)):
+                return hashlib.sha256(other).digest() == self.value
+            return NotImplemented
+
+        def __ne__(self, other: object) -> bool:
+            equal = self.__eq__(other)
+            return equal if equal is NotImplemented else not equal
+
+        __hash__ = None  # type: ignore[assignment]
+
+    class _Topics:
+        __slots__ = ("value",)
+
+        def __init__(self, topics: Any) -> None:
+            self.value = tuple(topics)
+
+        def __eq__(self, other: object) -> bool:
+            try:
+                return tuple(other) == self.value  # type: ignore[call-overload]
+            except TypeError:
+                return NotImplemented
+
+        def __ne__(self, other: object) -> bool:
+            equal = self.__eq__(other)
+            return equal if equal is NotImplemented else not equal
+
+        __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, msg: rpc_pb2.Message) -> None:
+        self.data = _Fingerprint._Digest(hashlib.sha256(msg.data).digest())
+        self.topicIDs = _Fingerprint._Topics(msg.topicIDs)
+
+
+class _FingerprintTable(dict):  # type: ignore[type-arg]
+    """GossipSub's ``equivocation_detection`` table, holding fingerprints instead of whole messages."""
+
+    def __setitem__(self, key: Any, msg: Any) -> None:
+        super().__setitem__(key, msg if isinstance(msg, _Fingerprint) else _Fingerprint(msg))
+
+
 def topic_for(swarm_id: str) -> str:
     """The GossipSub topic of a swarm."""
     return f"/quinkgl/{swarm_id}/announce/1"
@@ -179,6 +234,8 @@ class Announcer:
             eclipse_protection_enabled=False,
             adaptive_gossip_enabled=False,
         )
+        if isinstance(getattr(self.gossipsub, "equivocation_detection", None), dict):
+            self.gossipsub.equivocation_detection = _FingerprintTable()
         self.pubsub = _QueueingPubsub(host, self.gossipsub, strict_signing=True)
         self.pubsub.admit_forwarded = self._admit_forwarded
         self.pubsub.on_malformed = self._on_malformed
