@@ -356,9 +356,13 @@ def test_addresses_more_local_than_their_forwarder_are_never_filed():
             a._learn_addrs(origin, addrs, None)  # a forwarder we have no connection to counts as public
             assert a.exchanged_addrs(origin) == ["/ip4/8.8.8.8/tcp/4001"]
             assert _rejected(a, "announce_addr_scope") == 2
-            async with forger(a) as evil:  # learnt over a loopback connection: everything is in scope
-                from libp2p.peer.id import ID
+            # nor dialled when the address reaches the peerstore another way (identify's self-reported addresses)
+            import multiaddr
+            from libp2p.peer.id import ID
 
+            a.host.get_peerstore().add_addrs(ID.from_base58(origin), [multiaddr.Multiaddr(addrs[0])], 60)
+            assert a._dialler.candidates(a.host, ID.from_base58(origin)) == ["/ip4/8.8.8.8/tcp/4001"]
+            async with forger(a) as evil:  # learnt over a loopback connection: everything is in scope
                 a._learn_addrs(origin, addrs, ID.from_base58(evil.peer_id))
                 assert sorted(a.exchanged_addrs(origin)) == sorted(addrs)
 

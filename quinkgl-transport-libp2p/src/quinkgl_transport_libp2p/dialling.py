@@ -31,7 +31,7 @@ from libp2p.peer.id import ID
 from quinkgl.transport import TransportError
 
 from .bootstrap import BootstrapTarget, dial_unknown, resolve
-from .limits import BoundedMap, ExpiringSet, NetworkLimits, TokenBucket, ip_scope, may_dial
+from .limits import BoundedMap, ExpiringSet, NetworkLimits, TokenBucket, addr_scope, ip_scope, may_dial
 from .params import Libp2pParams
 from .peer_exchange import AddressBook, parse_addr
 
@@ -98,11 +98,14 @@ class Dialler:
             stored = list(host.get_peerstore().addrs(target))
         except Exception:  # PeerStoreError: unknown or expired
             stored = []
+        min_scope = self.learnt_scope.get(key)
         for maddr in stored:
             try:
                 canonical, suffix = parse_addr(str(maddr))
             except ValueError:
                 continue
+            if min_scope is not None and not may_dial(addr_scope(canonical), min_scope):
+                continue  # e.g. identify's self-reported loopback address of a peer met over a public connection
             if suffix in (None, key) and canonical not in candidates:
                 candidates.append(canonical)
         return candidates

@@ -455,14 +455,14 @@ class Libp2pTransport:
         if ignored:
             self._rejected["announce_addr_ignored"] += ignored  # names another peer, or undialable
         scope = self._peer_scope(forwarder)
+        previous = self._dialler.learnt_scope.get(origin)
+        self._dialler.learnt_scope.put(origin, scope if previous is None else min(scope, previous))
         in_scope = [a for a in kept if may_dial(addr_scope(a), scope)]
         if len(in_scope) < len(kept):
             self._rejected["announce_addr_scope"] += len(kept) - len(in_scope)
         kept = in_scope
         if not kept:
             return
-        previous = self._dialler.learnt_scope.get(origin)
-        self._dialler.learnt_scope.put(origin, scope if previous is None else min(scope, previous))
         changed = self._pex.learn(origin, kept)
         host = self._host
         if host is None:
