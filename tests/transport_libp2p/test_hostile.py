@@ -288,21 +288,22 @@ def test_announcement_floods_are_dropped_per_origin_and_per_forwarder_before_par
                 assert own <= 10 + 2 * (time.monotonic() - started) + 1
                 # Fresh keys through the same connection: the per-forwarder limit drops the excess, and it does
                 # so before parsing: garbage beyond the budget is counted as rate-limited, never as malformed.
-                for i in range(40):
+                for i in range(100):
                     await evil.push(evil.signed(_fresh_key(), b"garbage, not an envelope %d" % i))
-                for i in range(40):
+                for i in range(100):
                     await evil.push(evil.signed(_fresh_key(), _envelope(b"fresh %d" % i)))
 
                 def settled() -> bool:
                     fresh = len(ia.announcements) - own
-                    return fresh + _rejected(a, "announce_bad_envelope") + _rejected(a, "announce_rate_forwarder") == 80
+                    dropped = _rejected(a, "announce_bad_envelope") + _rejected(a, "announce_rate_forwarder")
+                    return fresh + dropped == 200
 
-                await ia.wait_for(settled, timeout=30)
+                await ia.wait_for(settled, timeout=60)
                 elapsed = time.monotonic() - started
-                admitted_by_forwarder = 80 - _rejected(a, "announce_rate_forwarder")
-                assert admitted_by_forwarder <= 40 - own + 5 * elapsed + 1
+                # everything this forwarder got past the limit, own messages included: at most burst + rate * time
+                assert 230 - _rejected(a, "announce_rate_forwarder") <= 40 + 5 * elapsed + 1
                 assert _rejected(a, "announce_rate_forwarder") > 0
-                assert _rejected(a, "announce_bad_envelope") < 40  # garbage past the budget was never parsed
+                assert _rejected(a, "announce_bad_envelope") < 100  # garbage past the budget was never parsed
 
     run(main, timeout=90)
 
