@@ -15,6 +15,11 @@ Reaching peers: the registry and bootstrap connect a peer to some of its swarm; 
 exchange. Every announcement carries its publisher's addresses, authenticated to the publishing peer ID by
 GossipSub's strict signing; they are filed (TTL, capped) in an address book and the peerstore. ``send`` to a
 peer without a connection dials them (:mod:`.dialling`).
+
+Hostile input: every stream handler runs behind :mod:`.stream_guard` (which also fixes py-libp2p's inbound-slot
+leak), and every bound on what a stranger can make this peer parse, hold, dial or log is in :mod:`.limits`
+(documented in docs/security.md). ``set_handlers(..., admits=...)`` lets the runtime refuse peers outside its
+view before any of their payload bytes are read and before dialling them.
 """
 
 from __future__ import annotations
