@@ -250,18 +250,34 @@ def test_replayed_and_stale_announcements_are_ignored():
                     await ia.wait_for(lambda: _rejected(a, "announce_stale") == 1)
                 except BaseException:
                     print("DEBUG", a.stats().rejected, ia.announcements); raise
-                # An older counter, newly signed; an old send time; a send time far in the future.
-                await evil.push(evil.signed(key, _envelope(b"seq 3", stamp=Stamp(start, 3, now))))
+                # The same counter newly signed (other content): a replay of the counter.
+                await evil.push(evil.signed(key, _envelope(b"seq 5 again", stamp=Stamp(start, 5, now))))
                 await ia.wait_for(lambda: _rejected(a, "announce_stale") == 2)
-                await evil.push(evil.signed(key, _envelope(b"old", stamp=Stamp(start, 9, now - 200_000))))
+                # An older counter never seen is overtaken state: not delivered (counted apart, not as a rejection,
+                # since honest announcements get reordered in flight too), and its replay is stale.
+                seq3 = evil.signed(key, _envelope(b"seq 3", stamp=Stamp(start, 3, now)))
+                await evil.push(seq3)
+                with trio.fail_after(10):
+                    while a._announcer.superseded < 1:
+                        await trio.sleep(0.05)  # nothing is delivered or rejected to wait on: a bounded poll
+                a._announcer.pubsub.seen_messages = type(a._announcer.pubsub.seen_messages)(120, 60)
+                await evil.inject(a, seq3)
                 await ia.wait_for(lambda: _rejected(a, "announce_stale") == 3)
+                # Below the anti-replay window (64), an old send time, a send time far in the future.
+                await evil.push(evil.signed(key, _envelope(b"more", stamp=Stamp(start, 100, now))))
+                await ia.wait_for(lambda: (origin, b"more") in ia.announcements)
+                await evil.push(evil.signed(key, _envelope(b"below", stamp=Stamp(start, 30, now))))
+                await ia.wait_for(lambda: _rejected(a, "announce_stale") == 4)
+                await evil.push(evil.signed(key, _envelope(b"old", stamp=Stamp(start, 101, now - 200_000))))
+                await ia.wait_for(lambda: _rejected(a, "announce_stale") == 5)
                 await evil.push(evil.signed(key, _envelope(b"future", stamp=Stamp(start, 10, now + 600_000))))
                 await ia.wait_for(lambda: _rejected(a, "announce_future") == 1)
                 # The next counter, and a restarted origin (later start time, counter from 1), are fresh.
-                await evil.push(evil.signed(key, _envelope(b"seq 6", stamp=Stamp(start, 6, now))))
+                await evil.push(evil.signed(key, _envelope(b"seq 102", stamp=Stamp(start, 102, now))))
                 await evil.push(evil.signed(key, _envelope(b"restarted", stamp=Stamp(start + 3000, 1, now))))
                 await ia.wait_for(lambda: (origin, b"restarted") in ia.announcements)
-                assert [d for s, d in ia.announcements if s == origin] == [b"seq 5", b"seq 6", b"restarted"]
+                delivered = [d for s, d in ia.announcements if s == origin]
+                assert delivered == [b"seq 5", b"more", b"seq 102", b"restarted"]
 
     run(main, timeout=60)
 

@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1024  # announcements waiting for the application's handler
 QUEUE_BYTES = 16 * 1024 * 1024  # ... and their documents' bytes together
+REPLAY_WINDOW = 64  # sequence numbers below an origin's highest one that are remembered (anti-replay window)
 OUTBOUND_QUEUE_SIZE = 256  # RPCs waiting to be written to one peer (py-libp2p: 32, then silently dropped)
 
 
@@ -220,7 +221,9 @@ class Announcer:
             bytes_burst=lim.announce_per_origin_bytes_burst,
             capacity=lim.max_tracked_origins,
         )
-        self._last_stamp: BoundedMap[bytes, tuple[int, int]] = BoundedMap(lim.max_tracked_origins)
+        # origin -> (start time, highest sequence number, bitmask of the seen ones below it); see _check_stamp
+        self._last_stamp: BoundedMap[bytes, tuple[int, int, int]] = BoundedMap(lim.max_tracked_origins)
+        self.superseded = 0  # announcements overtaken by a newer one of their origin (not delivered)
         self._start_ms = int(time.time() * 1000)
         self._seq = 0
         self.gossipsub = GossipSub(
@@ -263,10 +266,18 @@ class Announcer:
         return True
 
     def _check_stamp(self, origin: bytes, data: bytes, *, record: bool) -> str | None:
-        """``"stale"`` / ``"future"`` for an envelope whose stamp is too old, from the future, or not above the
-        last one accepted from ``origin``; None otherwise (also for data too short to hold a stamp: the
-        validator refuses those). With ``record``, a fresh stamp becomes the origin's last one, and the very
-        stamp just recorded is a ``"duplicate"`` (one message validated via two forwarders at once)."""
+        """Replay protection from the envelope's signed stamp (like IPsec's anti-replay window).
+
+        Per origin: its start time, the highest sequence number seen and a bitmask of the :data:`REPLAY_WINDOW`
+        sequence numbers below it that were seen. Returns ``"stale"`` for a send time too old, an older
+        incarnation, a sequence number already seen or below the window; ``"future"`` for a send time too far
+        ahead; None otherwise (also for data too short to hold a stamp: the validator refuses those).
+
+        With ``record`` (the last gate, right before delivery) the stamp is marked seen, and two more answers
+        stop delivery without being a rejection: ``"duplicate"`` (one message validated via two forwarders at
+        once) and ``"superseded"`` (an honest announcement overtaken in flight by a newer one of its origin:
+        announcements are state, the newer one wins).
+        """
         if origin == self._me or len(data) < HEADER_SIZE or not data.startswith(ENVELOPE_MAGIC):
             return None
         stamp = Stamp(*STAMP.unpack_from(data, len(ENVELOPE_MAGIC) + TAG_SIZE))
@@ -275,14 +286,28 @@ class Announcer:
             return "stale"
         if stamp.sent_ms - now_ms > self.limits.announce_max_future_s * 1000:
             return "future"
-        last = self._last_stamp.get(origin)
-        current = (stamp.start_ms, stamp.seq)
-        if record and current == last:
-            return "duplicate"
-        if last is not None and current <= last:
-            return "stale"  # a replay, or older than what this origin already told us
+        state = self._last_stamp.get(origin)
+        if state is None or stamp.start_ms > state[0]:  # first word from this origin, or it restarted
+            if record:
+                self._last_stamp.put(origin, (stamp.start_ms, stamp.seq, 1))
+            return None
+        start, highest, seen = state
+        if stamp.start_ms < start:
+            return "stale"  # an earlier incarnation
+        if stamp.seq > highest:
+            if record:
+                shift = stamp.seq - highest
+                mask = ((seen << shift) | 1) & ((1 << REPLAY_WINDOW) - 1) if shift < REPLAY_WINDOW else 1
+                self._last_stamp.put(origin, (start, stamp.seq, mask))
+            return None
+        behind = highest - stamp.seq
+        if behind >= REPLAY_WINDOW:
+            return "stale"
+        if seen >> behind & 1:
+            return "duplicate" if record else "stale"  # already seen: a replay (or a concurrent duplicate)
         if record:
-            self._last_stamp.put(origin, current)
+            self._last_stamp.put(origin, (start, highest, seen | 1 << behind))
+            return "superseded"
         return None
 
     def _on_malformed(self, forwarder: ID, exc: BaseException) -> None:
@@ -320,6 +345,9 @@ class Announcer:
         reason = self._check_stamp(bytes(msg.from_id), msg.data, record=True)  # the last gate: records it
         if reason == "duplicate":
             return True  # the same message through a second forwarder, validated concurrently: delivered once
+        if reason == "superseded":
+            self.superseded += 1  # honest reordering, not a rejection
+            return True
         if reason is not None:
             self._reject(f"announce_{reason}")
             return True
