@@ -59,12 +59,20 @@ def make_transport(
     max_payload_bytes: int = 64 * 1024 * 1024,
     params=None,
     name: str = "peer",
+    options: dict | None = None,
+    admits=None,
 ):
-    """A Libp2pTransport on 127.0.0.1 (registry discovery only when ``registry_dir`` is given) and its Inbox."""
+    """A Libp2pTransport on 127.0.0.1 (registry discovery only when ``registry_dir`` is given) and its Inbox.
+
+    ``options`` are added to the transport's options (e.g. :class:`NetworkLimits` fields); ``admits`` is the
+    admission predicate handed to ``set_handlers``."""
     from quinkgl_transport_libp2p.params import Libp2pParams
     from quinkgl_transport_libp2p.transport import Libp2pTransport
 
-    options: dict = {"registry_dir": str(registry_dir)} if registry_dir is not None else {"registry": False}
+    options = {
+        **({"registry_dir": str(registry_dir)} if registry_dir is not None else {"registry": False}),
+        **(options or {}),
+    }
     config = TransportConfig(
         swarm_id=swarm_id,
         node_id=name,
@@ -78,7 +86,10 @@ def make_transport(
     transport = Libp2pTransport(params or Libp2pParams(), config)
     inbox = Inbox()
     transport.set_handlers(
-        on_announcement=inbox.on_announcement, on_payload=inbox.on_payload, on_peer_lost=inbox.on_peer_lost
+        on_announcement=inbox.on_announcement,
+        on_payload=inbox.on_payload,
+        on_peer_lost=inbox.on_peer_lost,
+        admits=admits,
     )
     return transport, inbox
 

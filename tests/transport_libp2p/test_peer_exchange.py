@@ -17,6 +17,7 @@ from quinkgl_transport_libp2p import framing
 from quinkgl_transport_libp2p.peer_exchange import (
     HEADER_SIZE,
     MAX_ADDR_BLOCK,
+    STAMP,
     MAX_ADDRS,
     AddressBook,
     EnvelopeError,
@@ -27,11 +28,17 @@ from quinkgl_transport_libp2p.peer_exchange import (
     encode_envelope,
     own_addrs,
 )
+from quinkgl_transport_libp2p.peer_exchange import _default_stamps
 from transport_libp2p.p2p_helpers import SWARM, make_transport, port_of, raw_host, run
 
 TAG = framing.swarm_tag(SWARM)
 PID = "12D3KooWEtc2cssnh6jszy7FyXV59Vd2XZmKNguH3ZmBaV3BRhR6"
 OTHER = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+
+
+def _hdr() -> bytes:
+    """Magic, swarm tag and a fresh stamp: an envelope's first bytes, before the block length."""
+    return b"QGA3" + TAG + STAMP.pack(*_default_stamps.next())
 
 
 def _block(*texts: bytes, count: int | None = None) -> bytes:
@@ -60,7 +67,7 @@ def test_envelope_round_trip_and_published_addresses():
     assert addrs[:3] == ["/ip4/192.0.2.7/tcp/4001", "/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.1/tcp/4001"]
 
     data = encode_envelope(TAG, encode_addr_block(addrs), b"document")
-    assert data[:4] == b"QGA2" and data[4:36] == TAG
+    assert data[:4] == b"QGA3" and data[4:36] == TAG
     assert decode_envelope(data, TAG, 1024) == (addrs, b"document")
     assert decode_envelope(encode_envelope(TAG, encode_addr_block([]), b""), TAG, 1024) == ([], b"")
     # the worst case block still fits the bound
@@ -97,22 +104,24 @@ def test_malformed_address_blocks_are_refused(block, label):
     with pytest.raises(EnvelopeError) as info:
         decode_addr_block(block)
     assert info.value.reason == "bad_addrs", label
-    assert _reason(b"QGA2" + TAG + struct.pack(">H", len(block)) + block + b"doc") == "bad_addrs", label
+    assert _reason(_hdr() + struct.pack(">H", len(block)) + block + b"doc") == "bad_addrs", label
 
 
 def test_malformed_envelopes_are_refused_by_reason():
     good_block = encode_addr_block(["/ip4/127.0.0.1/tcp/1"])
     assert _reason(b"QGA1" + TAG + b"doc") == "bad_envelope"  # the version without an address block
-    assert _reason(b"QGA2" + TAG) == "bad_envelope"  # no block length
+    old = b"QGA2" + TAG + struct.pack(">H", 0) + b"doc" + b"\0" * 24
+    assert _reason(old) == "bad_envelope"  # the version without a stamp
+    assert _reason(_hdr()) == "bad_envelope"  # no block length
     assert _reason(encode_envelope(framing.swarm_tag("other"), good_block, b"doc")) == "wrong_swarm"
     # a block length pointing past the end of the message, or over the bound
-    assert _reason(b"QGA2" + TAG + struct.pack(">H", 500) + good_block) == "bad_addrs"
-    assert _reason(b"QGA2" + TAG + struct.pack(">H", MAX_ADDR_BLOCK + 1) + b"\x00" * (MAX_ADDR_BLOCK + 1)) == (
+    assert _reason(_hdr() + struct.pack(">H", 500) + good_block) == "bad_addrs"
+    assert _reason(_hdr() + struct.pack(">H", MAX_ADDR_BLOCK + 1) + b"\x00" * (MAX_ADDR_BLOCK + 1)) == (
         "bad_addrs"
     )
     assert _reason(encode_envelope(TAG, good_block, b"x" * 1025)) == "too_large"
-    assert _reason(b"QGA2" + TAG + b"\x00" * (2 + MAX_ADDR_BLOCK + 2000)) == "too_large"
-    assert HEADER_SIZE == 38
+    assert _reason(_hdr() + b"\x00" * (2 + MAX_ADDR_BLOCK + 2000)) == "too_large"
+    assert HEADER_SIZE == 62
 
 
 def test_addresses_naming_another_peer_are_not_filed_under_the_origin():
@@ -230,13 +239,13 @@ def test_concurrent_sends_share_one_dial():
                 await c.announce(b"here")
                 await ia.wait_for(lambda: (c.peer_id, b"here") in ia.announcements)
                 dials = []
-                dial = a._dial_known_addrs
+                dial = a._dialler.dial_known_addrs
 
                 async def counting_dial(host, target):
                     dials.append(target)
                     await dial(host, target)
 
-                a._dial_known_addrs = counting_dial
+                a._dialler.dial_known_addrs = counting_dial
                 async with trio.open_nursery() as nursery:  # two: the receiver admits two transfers per peer
                     for i in range(2):
                         nursery.start_soon(functools.partial(a.send, c.peer_id, bytes([i]) * 1000, timeout=10))
@@ -285,8 +294,8 @@ def test_forged_address_blocks_are_rejected_counted_and_not_delivered():
                 _block(b"/ip4/127.0.0.1/tcp/9/../../etc"),  # not a multiaddr of ours
             ]
             for block in forged:
-                await publish(b"QGA2" + TAG + struct.pack(">H", len(block)) + block + b"forged")
-            await publish(b"QGA2" + TAG + struct.pack(">H", 4000) + b"\x01")  # block length beyond the data
+                await publish(_hdr() + struct.pack(">H", len(block)) + block + b"forged")
+            await publish(_hdr() + struct.pack(">H", 4000) + b"\x01")  # block length beyond the data
             await ib.wait_for(lambda: b.stats().rejected.get("announce_bad_addrs", 0) == 4)
             # a well-formed one from the same publisher still arrives; none of the forged ones ever did
             await publish(encode_envelope(TAG, encode_addr_block(["/ip4/127.0.0.1/tcp/9"]), b"fine"))

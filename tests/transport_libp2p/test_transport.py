@@ -265,13 +265,14 @@ def test_garbage_and_wrong_swarm_on_the_model_protocol_are_counted(registry):
         async with b:
             answer = await _raw_exchange(b, [os.urandom(4) + b"\xff" * 60])
             assert answer == bytes([3])  # bad_header
-            assert b.stats().rejected == {"payload_bad_header": 1}
+            assert b.stats().rejected == {"payload_bad_header": 1, "rpc_malformed": 1}
             answer = await _raw_exchange(b, [_header(10, swarm_id=OTHER_SWARM), b"x" * 42])
             assert answer == bytes([2])  # wrong_swarm
             # a digest that does not match the payload
             await _raw_exchange(b, [_header(4), b"abcd", b"\0" * 32])
             assert b.stats().rejected == {
                 "payload_bad_header": 1,
+                "rpc_malformed": 1,
                 "payload_wrong_swarm": 1,
                 "payload_digest_mismatch": 1,
             }

@@ -28,6 +28,7 @@ class ExitCode(enum.IntEnum):
     SCRIPT_ERROR = 10  # the peer script is missing a function, raised, or returned the wrong thing
     DATA_ERROR = 11  # dataset files missing or corrupt, loader yields the wrong shapes
     NETWORK = 12  # the transport cannot start or reach peers: port in use, bad address, unusable bootstrap peer
+    ROUNDS_INCOMPLETE = 14  # `run` ended, unasked, before completing its rounds (e.g. the network service stopped)
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 

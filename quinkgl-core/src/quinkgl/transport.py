@@ -79,8 +79,12 @@ class Transport(Protocol):
         on_announcement: AnnouncementHandler,
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
+        admits: Callable[[str], bool] | None = None,
     ) -> None:
-        """Install the callbacks for inbound traffic. Called once, before ``__aenter__``."""
+        """Install the callbacks for inbound traffic. Called once, before ``__aenter__``.
+
+        ``admits(peer_id)``, when given, is the runtime's admission predicate: a network transport consults it
+        before reading any payload byte from a peer and before dialling one, and refuses peers it rejects."""
 
     async def __aenter__(self) -> Transport: ...
 

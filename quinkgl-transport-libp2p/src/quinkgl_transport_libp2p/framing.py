@@ -16,12 +16,15 @@ Why this shape:
 
 * A sender killed mid-transfer looks like a **clean EOF** on libp2p streams, so the length prefix plus the
   trailing digest are what tell a complete payload from a truncated one; anything short is ``truncated``.
-* The size cap is enforced from the header, before a single payload byte is buffered; the receiver
-  allocates only the declared (already capped) length.
+* The size cap is enforced from the header, before a single payload byte is buffered. Nothing is reserved for
+  the declared length: the buffer grows with the bytes that actually arrive (``on_progress`` lets the caller
+  account them against a global cap and abort).
 * The sender gets an explicit answer both before (accept / refuse with a reason) and after (SHA-256 ack)
   the payload, so ``send`` only returns once the peer holds the exact bytes.
 * The receiver reads continuously (Yamux fails a writer whose reader stalls for > 5 s) and every read has
-  an idle deadline, so a stalled sender cannot pin a receiver forever.
+  an idle deadline, so a stalled sender cannot pin a receiver forever. A trickling sender cannot either: the
+  header has its own deadline, and after a grace period the payload must average ``min_rate`` bytes/s
+  (``too_slow``), which also puts an overall deadline on the transfer.
 
 Pure Python over a minimal byte-stream interface; the libp2p stream adapter lives in ``transport.py``.
 """
@@ -29,6 +32,7 @@ Pure Python over a minimal byte-stream interface; the libp2p stream adapter live
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from typing import Callable, Protocol
 
@@ -53,6 +57,7 @@ STATUS_REASONS: dict[int, str] = {
     3: "bad_header",
     4: "busy",
     5: "digest_mismatch",
+    6: "too_slow",
 }
 REASON_STATUS: dict[str, int] = {v: k for k, v in STATUS_REASONS.items()}
 
@@ -124,14 +129,24 @@ async def receive_payload(
     idle_timeout: float,
     admit: Callable[[int], str | None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    header_deadline: float | None = None,
+    min_rate: float = 0.0,
+    grace_s: float = 0.0,
 ) -> bytes:
     """Run the receiver side of one transfer and return the verified payload.
 
-    ``admit(length)`` may return a refusal reason (e.g. ``"busy"``) after the header checks pass.
+    ``admit(length)`` may return a refusal reason (e.g. ``"busy"``) after the header checks pass;
+    ``on_progress(n)`` is called for every chunk received and may raise :class:`FrameError` to abort.
+    The header must arrive within ``header_deadline`` s; once accepted, the payload and digest must average
+    ``min_rate`` bytes/s after ``grace_s`` s (else ``too_slow``), i.e. arrive within
+    ``grace_s + length / min_rate`` s overall.
     Raises :class:`FrameError` with the reason on any refusal or protocol violation; when the peer can still
     be told, the refusal status has already been written.
     """
-    raw = await read_exactly(stream, HEADER_SIZE, idle_timeout=idle_timeout, what="header")
+    with trio.move_on_after(header_deadline if header_deadline is not None else math.inf) as header_scope:
+        raw = await read_exactly(stream, HEADER_SIZE, idle_timeout=idle_timeout, what="header")
+    if header_scope.cancelled_caught:
+        raise FrameError("stalled", f"no complete header within {header_deadline:g} s")
     magic, version, their_tag, length = HEADER.unpack(raw)
     reason: str | None = None
     if magic != MAGIC or version != VERSION:
@@ -149,27 +164,35 @@ async def receive_payload(
     with trio.fail_after(idle_timeout):
         await stream.write(bytes([ACCEPT]))
 
-    buf = bytearray(length)
-    view = memoryview(buf)
+    buf = bytearray()  # grows with what arrives: a lying header reserves nothing
     hasher = hashlib.sha256()
     got = 0
-    # One cancel scope whose deadline moves with every chunk (a scope per read costs more than the copy).
-    with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as scope:
-        while got < length:
-            chunk = await stream.read(min(length - got, READ_CHUNK))
-            if not chunk:
-                raise FrameError("truncated", f"EOF after {got} of {length} payload bytes")
-            scope.deadline = trio.current_time() + idle_timeout
-            n = len(chunk)
-            view[got : got + n] = chunk
-            hasher.update(chunk)
-            got += n
-            if on_progress is not None:
-                on_progress(n)
-    view.release()
-    if scope.cancelled_caught:
-        raise FrameError("stalled", f"no data for {idle_timeout:g} s at {got} of {length} payload bytes")
-    trailer = await read_exactly(stream, DIGEST_SIZE, idle_timeout=idle_timeout, what="digest")
+    start = trio.current_time()
+    overall = grace_s + (length + DIGEST_SIZE) / min_rate if min_rate > 0 else math.inf
+    with trio.CancelScope(deadline=start + overall) as overall_scope:
+        # One cancel scope whose deadline moves with every chunk (a scope per read costs more than the copy).
+        with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as scope:
+            while got < length:
+                chunk = await stream.read(min(length - got, READ_CHUNK))
+                if not chunk:
+                    raise FrameError("truncated", f"EOF after {got} of {length} payload bytes")
+                now = trio.current_time()
+                scope.deadline = now + idle_timeout
+                n = len(chunk)
+                if on_progress is not None:
+                    on_progress(n)
+                buf += chunk
+                hasher.update(chunk)
+                got += n
+                elapsed = now - start
+                if min_rate > 0 and elapsed > grace_s and got < min_rate * (elapsed - grace_s):
+                    await _try_write(stream, bytes([REASON_STATUS["too_slow"]]), idle_timeout)
+                    raise FrameError("too_slow", f"{got} bytes in {elapsed:.1f} s (minimum {min_rate:g} bytes/s)")
+        if scope.cancelled_caught:
+            raise FrameError("stalled", f"no data for {idle_timeout:g} s at {got} of {length} payload bytes")
+        trailer = await read_exactly(stream, DIGEST_SIZE, idle_timeout=idle_timeout, what="digest")
+    if overall_scope.cancelled_caught:
+        raise FrameError("too_slow", f"{got} of {length} bytes within the overall deadline of {overall:.1f} s")
     digest = hasher.digest()
     if trailer != digest:
         await _try_write(stream, bytes([REASON_STATUS["digest_mismatch"]]) + digest, idle_timeout)

@@ -42,11 +42,45 @@ class PortInUseError(TransportError):
     """The configured fixed port is already bound by another process (or another peer in this one)."""
 
 
-def configure_libp2p_logging() -> None:
-    """py-libp2p sets ``propagate=False`` on its logger; let its records reach the application's handlers."""
+class _RateLimitedForwarder(logging.Handler):
+    """Passes records of a logger tree on to the root logger's handlers, through a rate-limiting filter.
+
+    (A filter on a logger applies only to records logged on that very logger, not to its children's.)
+    """
+
+    def __init__(self, tree: str) -> None:
+        super().__init__()
+        self._tree = logging.getLogger(tree)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Child loggers of libp2p may carry their own levels: the level set on the tree's root (the CLI sets
+        # "libp2p" to CRITICAL unless -v) still decides what is shown.
+        if record.levelno >= self._tree.getEffectiveLevel():
+            logging.getLogger().callHandlers(record)
+
+
+def configure_libp2p_logging(repeat_filter: logging.Filter | None = None) -> None:
+    """py-libp2p sets ``propagate=False`` on its logger; let its records reach the application's handlers.
+
+    With ``repeat_filter``, records of libp2p and of this package reach them through that filter instead, so
+    repeated lines are rate-limited and strangers cannot fill the log (libp2p logs ERROR lines for some of
+    their connections). Installed once per process.
+    """
     lib_logger = logging.getLogger("libp2p")
-    if not lib_logger.handlers:  # LIBP2P_DEBUG installs its own handlers: leave that setup alone
-        lib_logger.propagate = True
+    if repeat_filter is None:
+        if not lib_logger.handlers:  # LIBP2P_DEBUG installs its own handlers: leave that setup alone
+            lib_logger.propagate = True
+        return
+    for name in ("libp2p", "quinkgl_transport_libp2p"):
+        target = logging.getLogger(name)
+        if any(isinstance(h, _RateLimitedForwarder) for h in target.handlers):
+            continue
+        if name == "libp2p" and target.handlers:  # LIBP2P_DEBUG's own setup
+            continue
+        forwarder = _RateLimitedForwarder(name)
+        forwarder.addFilter(repeat_filter)
+        target.addHandler(forwarder)
+        target.propagate = False
 
 
 def key_pair_from_seed(seed: bytes) -> KeyPair:

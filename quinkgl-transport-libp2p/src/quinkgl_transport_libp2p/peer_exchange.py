@@ -7,8 +7,10 @@ receiver files them under the message's origin peer ID.
 
 **Envelope** (the whole GossipSub message data; everything is length-checked, nothing is trusted)::
 
-    b"QGA2"                     4 bytes, magic (version 2: version 1 had no address block)
+    b"QGA3"                     4 bytes, magic (version 3: version 2 had no stamp, version 1 no address block)
     SHA-256 of the swarm ID     32 bytes (the swarm tag)
+    stamp                       24 bytes: start time, sequence number, send time (u64 BE each; times in ms
+                                since the Unix epoch). Start time + sequence grow strictly per origin.
     block length L              u16 big-endian, L <= MAX_ADDR_BLOCK
     address block               L bytes:
         count N                     u8, N <= MAX_ADDRS
@@ -18,6 +20,12 @@ receiver files them under the message's origin peer ID.
 Each address is ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`` optionally followed by ``/p2p/<peer id>``; the
 block must parse exactly (no trailing bytes, no duplicates). A malformed block makes the whole envelope invalid
 (the topic validator rejects it, so it is neither delivered nor forwarded).
+
+**Replays.** The stamp is covered by the origin's GossipSub signature. A receiver keeps, per origin, the
+highest ``(start time, sequence)`` it accepted and ignores anything not above it (``announce_stale``); a
+restarted peer has a later start time. The send time bounds how old an announcement may be when it arrives
+(``NetworkLimits.announce_max_age_s``), which also covers origins whose state was evicted: a departed peer's
+announcements replayed minutes later are refused.
 
 **Trust model.** GossipSub runs with strict signing: the library verifies the origin's signature over the
 message (data included) against the key embedded in the ``from`` peer ID. The addresses are therefore
@@ -38,18 +46,20 @@ import ipaddress
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from quinkgl.manifest.peers import parse_peer_address
 
-ENVELOPE_MAGIC = b"QGA2"
+ENVELOPE_MAGIC = b"QGA3"
 TAG_SIZE = 32
-HEADER_SIZE = len(ENVELOPE_MAGIC) + TAG_SIZE + 2  # magic + swarm tag + u16 block length
+STAMP = struct.Struct(">QQQ")  # start time (ms), sequence, send time (ms)
+HEADER_SIZE = len(ENVELOPE_MAGIC) + TAG_SIZE + STAMP.size + 2  # magic + swarm tag + stamp + u16 block length
 MAX_ADDRS = 8
 MAX_ADDR_TEXT = 400  # /dns6/<253-character name>/tcp/65535/p2p/<peer id> fits
 MAX_ADDR_BLOCK = 1 + MAX_ADDRS * (2 + MAX_ADDR_TEXT)
 DEFAULT_TTL_S = 600.0  # a peer that stops announcing is forgotten after this long
-DEFAULT_MAX_PEERS = 4096
+DEFAULT_MAX_PEERS = 1024
 
 
 
@@ -166,23 +176,51 @@ def decode_addr_block(block: bytes) -> list[str]:
     return addrs
 
 
-def encode_envelope(tag: bytes, addr_block: bytes, document: bytes) -> bytes:
+class Stamp(NamedTuple):
+    """The replay-protection stamp of an envelope (times in ms since the Unix epoch)."""
+
+    start_ms: int  # when the origin's process started: a restart is a new, later incarnation
+    seq: int  # per incarnation, strictly increasing
+    sent_ms: int  # when it was published
+
+
+class _DefaultStamps:
+    """Stamps for callers that give none: this process's start time and one counter."""
+
+    def __init__(self) -> None:
+        self.start_ms = int(time.time() * 1000)
+        self.seq = 0
+
+    def next(self) -> Stamp:
+        self.seq += 1
+        return Stamp(self.start_ms, self.seq, int(time.time() * 1000))
+
+
+_default_stamps = _DefaultStamps()
+
+
+def encode_envelope(tag: bytes, addr_block: bytes, document: bytes, stamp: Stamp | None = None) -> bytes:
+    """An envelope; without ``stamp``, the next one of a process-wide counter."""
     if len(tag) != TAG_SIZE:
         raise ValueError("the swarm tag is 32 bytes")
     if len(addr_block) > MAX_ADDR_BLOCK:
         raise ValueError(f"address block of {len(addr_block)} bytes (limit {MAX_ADDR_BLOCK})")
-    return ENVELOPE_MAGIC + tag + struct.pack(">H", len(addr_block)) + addr_block + bytes(document)
+    stamp = _default_stamps.next() if stamp is None else stamp
+    return (
+        ENVELOPE_MAGIC + tag + STAMP.pack(*stamp) + struct.pack(">H", len(addr_block)) + addr_block + bytes(document)
+    )
 
 
-def decode_envelope(data: bytes, tag: bytes, max_document_bytes: int) -> tuple[list[str], bytes]:
-    """``(address texts, document)`` of an envelope, or :class:`EnvelopeError` with the rejection reason:
+def decode_stamped_envelope(data: bytes, tag: bytes, max_document_bytes: int) -> tuple[Stamp, list[str], bytes]:
+    """``(stamp, address texts, document)`` of an envelope, or :class:`EnvelopeError` with the rejection reason:
     ``too_large``, ``bad_envelope`` (magic / header), ``wrong_swarm``, ``bad_addrs`` (address block)."""
     if len(data) > HEADER_SIZE + MAX_ADDR_BLOCK + max_document_bytes:
         raise EnvelopeError("too_large", f"announcement of {len(data)} bytes")
     if len(data) < HEADER_SIZE or not data.startswith(ENVELOPE_MAGIC):
-        raise EnvelopeError("bad_envelope", "not a QGA2 announcement envelope")
+        raise EnvelopeError("bad_envelope", "not a QGA3 announcement envelope")
     if data[len(ENVELOPE_MAGIC) : len(ENVELOPE_MAGIC) + TAG_SIZE] != tag:
         raise EnvelopeError("wrong_swarm", "announcement of another swarm")
+    stamp = Stamp(*STAMP.unpack_from(data, len(ENVELOPE_MAGIC) + TAG_SIZE))
     (block_len,) = struct.unpack_from(">H", data, HEADER_SIZE - 2)
     if block_len > MAX_ADDR_BLOCK or HEADER_SIZE + block_len > len(data):
         raise EnvelopeError("bad_addrs", f"malformed address block: length {block_len}")
@@ -190,6 +228,12 @@ def decode_envelope(data: bytes, tag: bytes, max_document_bytes: int) -> tuple[l
     document = bytes(data[HEADER_SIZE + block_len :])
     if len(document) > max_document_bytes:
         raise EnvelopeError("too_large", f"announcement document of {len(document)} bytes")
+    return stamp, addrs, document
+
+
+def decode_envelope(data: bytes, tag: bytes, max_document_bytes: int) -> tuple[list[str], bytes]:
+    """``(address texts, document)`` of an envelope (see :func:`decode_stamped_envelope`)."""
+    _, addrs, document = decode_stamped_envelope(data, tag, max_document_bytes)
     return addrs, document
 
 
@@ -227,11 +271,17 @@ class AddressBook:
     """
 
     def __init__(
-        self, *, ttl_s: float = DEFAULT_TTL_S, max_per_peer: int = MAX_ADDRS, max_peers: int = DEFAULT_MAX_PEERS
+        self,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_per_peer: int = MAX_ADDRS,
+        max_peers: int = DEFAULT_MAX_PEERS,
+        on_evict: Callable[[str], None] | None = None,
     ) -> None:
         self.ttl_s = float(ttl_s)
         self.max_per_peer = max_per_peer
         self.max_peers = max_peers
+        self.on_evict = on_evict  # told about every peer dropped to respect max_peers
         self._book: OrderedDict[str, dict[str, float]] = OrderedDict()  # peer -> {addr: expires_at}, newest first
 
     def learn(self, peer: str, addrs: Sequence[str], now: float | None = None) -> bool:
@@ -250,7 +300,9 @@ class AddressBook:
         if entry:
             self._book[peer] = entry
             while len(self._book) > self.max_peers:
-                self._book.popitem(last=False)
+                evicted, _ = self._book.popitem(last=False)
+                if self.on_evict is not None:
+                    self.on_evict(evicted)
         return self.addrs(peer, now) != before
 
     def addrs(self, peer: str, now: float | None = None) -> list[str]:

@@ -1,9 +1,10 @@
 """``Libp2pTransport``: the :class:`quinkgl.transport.Transport` contract over py-libp2p 0.8.1.
 
 Ties together the identity (:mod:`.identity`), the hardened host (:mod:`.host`), announcements over GossipSub
-(:mod:`.announce`), peer exchange over those announcements (:mod:`.peer_exchange`), model transfers over
-``/quinkgl/model/1.0.0`` (:mod:`.framing`), the same-machine peer registry (:mod:`.discovery`) and bootstrap
-dialling (:mod:`.bootstrap`).
+(:mod:`.announce`), peer exchange over those announcements (:mod:`.peer_exchange`), dialling announced
+addresses (:mod:`.dialling`), model transfers over ``/quinkgl/model/1.0.0`` (:mod:`.framing`,
+:mod:`.model_stream`), the same-machine peer registry (:mod:`.discovery`, :mod:`.registry_discovery`) and
+bootstrap dialling (:mod:`.bootstrap`, :mod:`.bootstrapper`).
 
 Lifecycle: ``__aenter__`` loads the identity, refuses a busy fixed port, starts the host and checks it really
 listens, starts GossipSub (publishing its announced addresses with every announcement), registers in the peer
@@ -13,10 +14,12 @@ background. ``__aexit__`` unregisters and closes everything.
 Reaching peers: the registry and bootstrap connect a peer to some of its swarm; the rest is spread by peer
 exchange. Every announcement carries its publisher's addresses, authenticated to the publishing peer ID by
 GossipSub's strict signing; they are filed (TTL, capped) in an address book and the peerstore. ``send`` to a
-peer without a connection dials those addresses one after another within the send's deadline, expecting that
-peer ID (Noise verifies it). A dial already in flight to the same peer is awaited instead of duplicated, and a
-dial that finds a connection established meanwhile (the peer dialled us) drops its own, so a pair keeps one
-connection where avoidable.
+peer without a connection dials them (:mod:`.dialling`).
+
+Hostile input: every stream handler runs behind :mod:`.stream_guard` (which also fixes py-libp2p's inbound-slot
+leak), and every bound on what a stranger can make this peer parse, hold, dial or log is in :mod:`.limits`
+(documented in docs/security.md). ``set_handlers(..., admits=...)`` lets the runtime refuse peers outside its
+view before any of their payload bytes are read and before dialling them.
 """
 
 from __future__ import annotations
@@ -29,14 +32,12 @@ import sys
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
-from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
 from quinkgl.manifest.peers import parse_peer_address
 from quinkgl.transport import (
@@ -50,9 +51,10 @@ from quinkgl.transport import (
 
 from . import framing
 from .announce import Announcer
-from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, resolve
-from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs, parse_addr
-from .discovery import PeerRegistry, RegistryEntry, resolve_registry_dir, should_dial
+from .bootstrap import BootstrapTarget, parse_bootstrap_addr
+from .bootstrapper import Bootstrapper
+from .dialling import Dialler
+from .discovery import PeerRegistry, resolve_registry_dir
 from .host import (
     build_host,
     check_port_free,
@@ -62,47 +64,14 @@ from .host import (
     verify_listening,
 )
 from .identity import load_or_create_identity
+from .limits import PUBLIC, NetworkLimits, RepeatFilter, addr_scope, ip_scope, may_dial
+from .model_stream import ModelStreams
 from .params import Libp2pParams
+from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs
+from .registry_discovery import RegistryDiscovery
+from .stream_guard import install_stream_guard, release_inbound_slots
 
 logger = logging.getLogger(__name__)
-
-_REGISTRY_POLL_S = 0.25
-_REGISTRY_FALLBACK_S = 3.0  # the larger peer ID dials too if the smaller one has not connected by then
-_BOOTSTRAP_RETRY_MAX_S = 30.0
-
-
-async def _finish_stream(stream: INetStream, ok: bool) -> None:
-    """Close a model stream after a complete transfer, reset it otherwise; shielded and bounded (2 s)."""
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            if ok:
-                await stream.close()
-            else:
-                await stream.reset()
-        except Exception:  # the peer may already be gone; nothing more to do
-            pass
-
-
-class _StreamAdapter:
-    """A libp2p stream as a :class:`framing.ByteStream` (``b""`` at EOF, resets as ``aborted``)."""
-
-    def __init__(self, stream: INetStream) -> None:
-        self._stream = stream
-
-    async def read(self, n: int) -> bytes:
-        try:
-            return await self._stream.read(n)
-        except StreamEOF:
-            return b""
-        except Exception as exc:
-            raise framing.FrameError("aborted", f"{type(exc).__name__}: {exc}") from exc
-
-    async def write(self, data: bytes) -> None:
-        try:
-            await self._stream.write(data)
-        except Exception as exc:
-            raise framing.FrameError("aborted", f"{type(exc).__name__}: {exc}") from exc
-
 
 class _PeerLostNotifee(INotifee):
     """Calls back when the last connection to a peer closes."""
@@ -162,12 +131,9 @@ class Libp2pTransport:
         self._on_announcement: AnnouncementHandler | None = None
         self._on_payload: PayloadHandler | None = None
         self._on_peer_lost: PeerHandler | None = None
+        self._admits: Callable[[str], bool] | None = None
+        self.limits = NetworkLimits.from_options(config.options)
         self._rejected: Counter[str] = Counter()
-        self._bytes_sent = 0
-        self._bytes_received = 0
-        self._payloads_sent = 0
-        self._payloads_received = 0
-        self._inbound_active: Counter[ID] = Counter()
         self._host: IHost | None = None
         self._announcer: Announcer | None = None
         self._registry: PeerRegistry | None = None
@@ -178,10 +144,28 @@ class Libp2pTransport:
         self._bootstrap_targets: list[BootstrapTarget] = [parse_bootstrap_addr(a) for a in config.bootstrap_peers]
         self._bootstrap_learned: dict[str, str] = {}
         self._announce_addrs = [_parse_announce(a) for a in config.announce_addrs]
-        self._tag = framing.swarm_tag(config.swarm_id)
-        self._dialing: set[str] = set()
-        self._send_dials: dict[ID, trio.Event] = {}  # dials started by send(), awaited by concurrent sends
-        self._pex = AddressBook(ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)))
+        self._dialing: set[str] = set()  # peers being dialled (send or registry): the registry loop skips them
+        self._pex = AddressBook(
+            ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)),
+            max_peers=self.limits.max_tracked_origins,
+            on_evict=self._forget_addrs,
+        )
+        self._dialler = Dialler(
+            params=self.params,
+            book=self._pex,
+            dialing=self._dialing,
+            limits=self.limits,
+            admits=lambda: self._admits,
+            reject=lambda reason: self._reject(reason),
+        )
+        self._streams = ModelStreams(
+            params=self.params,
+            config=config,
+            reject=lambda reason: self._reject(reason),
+            on_payload=lambda: self._on_payload,
+            admits=lambda: self._admits,
+            limits=self.limits,
+        )
         self._closed = False
         self._conn_event = trio.Event()
         # Observer (listen-only) mode, for `quinkgl monitor`: receives announcements, publishes none, accepts no
@@ -221,10 +205,15 @@ class Libp2pTransport:
         on_announcement: AnnouncementHandler,
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
+        admits: Callable[[str], bool] | None = None,
     ) -> None:
+        """Install the callbacks. ``admits(peer_id)``, when given, is consulted before any payload byte of a
+        peer is read and before a peer is dialled: a peer it refuses has its streams reset (``not_admitted``)
+        and is never dialled."""
         self._on_announcement = on_announcement
         self._on_payload = on_payload
         self._on_peer_lost = on_peer_lost
+        self._admits = admits
 
     def connected_peers(self) -> Sequence[str]:
         if self._host is None:
@@ -251,10 +240,10 @@ class Libp2pTransport:
 
     def stats(self) -> TransportStats:
         return TransportStats(
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            payloads_sent=self._payloads_sent,
-            payloads_received=self._payloads_received,
+            bytes_sent=self._streams.bytes_sent,
+            bytes_received=self._streams.bytes_received,
+            payloads_sent=self._streams.payloads_sent,
+            payloads_received=self._streams.payloads_received,
             rejected=dict(self._rejected),
         )
 
@@ -271,6 +260,11 @@ class Libp2pTransport:
 
     def _reject(self, reason: str) -> None:
         self._rejected[reason] += 1
+
+    def _on_malformed(self, protocol: str, peer: ID | None, exc: BaseException) -> None:
+        """A stream handler raised (malformed input on ``protocol``): the guard resets it and drops the peer."""
+        self._reject("rpc_malformed")
+        logger.warning("dropped peer %s: malformed input on %s (%s)", peer, protocol, type(exc).__name__)
 
     # --------------------------------------------------------------------------------------------------------
     # Lifecycle
@@ -317,7 +311,7 @@ class Libp2pTransport:
                 logger.warning("error while closing the libp2p host", exc_info=True)
 
     async def _start(self) -> None:
-        configure_libp2p_logging()
+        configure_libp2p_logging(RepeatFilter(self.limits.log_lines_per_minute))
         assert self._stack is not None
         cfg, params = self.config, self.params
         seed, persisted = load_or_create_identity(cfg.state_dir)
@@ -330,6 +324,8 @@ class Libp2pTransport:
         self._host = host
         self._peer_id = host.get_id().to_base58()
         swarm = host.get_network()
+        release_inbound_slots(swarm)
+        install_stream_guard(host, self._on_malformed)
         # The auto-connector would redial any peer in the peerstore, ignoring swarm membership and the
         # one-dialler tie-break; discovery and bootstrap here decide whom to dial.
         auto = getattr(swarm, "auto_connector", None)
@@ -340,15 +336,17 @@ class Libp2pTransport:
 
             auto.maybe_connect = _no_auto_connect
         if not self._observer:
-            host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
+            host.set_stream_handler(framing.PROTOCOL_ID, self._streams.handle)  # type: ignore[arg-type]
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
             swarm_id=cfg.swarm_id,
             max_bytes=params.max_announcement_bytes,
             deliver=self._deliver_announcement,
-            reject=self._reject,
+            reject=lambda reason: self._reject(reason),
             learn=self._learn_addrs,
+            limits=self.limits,
+            drop_peer=self._drop_peer,
         )
 
         await self._stack.enter_async_context(host.run([listen]))
@@ -375,15 +373,27 @@ class Libp2pTransport:
             )
             if not self._observer:
                 self._registry.register(self._listen_addrs)
-            nursery.start_soon(self._registry_loop)
+            discovery = RegistryDiscovery(
+                host=host,
+                registry=self._registry,
+                params=params,
+                options=cfg.options,
+                peer_id=self._peer_id,
+                listen_addrs=lambda: self._listen_addrs,
+                connected_peers=self.connected_peers,
+                dialing=self._dialing,
+                observer=self._observer,
+            )
+            nursery.start_soon(discovery.run, nursery)
 
-        if self._bootstrap_targets:
-            with trio.move_on_after(params.dial_timeout_s + 1):
-                async with trio.open_nursery() as first:
-                    for target in self._bootstrap_targets:
-                        first.start_soon(self._bootstrap_once, target)
-            for target in self._bootstrap_targets:
-                nursery.start_soon(self._bootstrap_loop, target)
+        bootstrapper = Bootstrapper(
+            host=host,
+            targets=self._bootstrap_targets,
+            params=params,
+            connected_peers=self.connected_peers,
+            learned=self._bootstrap_learned,
+        )
+        await bootstrapper.start(nursery)
 
     # --------------------------------------------------------------------------------------------------------
     # Announcements
@@ -400,13 +410,64 @@ class Libp2pTransport:
         if self._on_announcement is not None:
             self._on_announcement(sender, document)
 
-    def _learn_addrs(self, origin: str, addrs: list[str]) -> None:
-        """Peer exchange: file the addresses of an announcement under its authenticated origin."""
+    def _drop_peer(self, peer: ID) -> None:
+        """Close every connection to ``peer`` (in the background)."""
+        host, nursery = self._host, self._nursery
+        if host is None or nursery is None or self._closed:
+            return
+
+        async def close() -> None:
+            with trio.move_on_after(5):
+                try:
+                    await host.get_network().close_peer(peer)
+                except Exception:
+                    pass
+
+        nursery.start_soon(close)
+
+    def _forget_addrs(self, origin: str) -> None:
+        """The address book dropped ``origin`` (it is full): drop the peerstore's copy of its addresses too."""
+        host = self._host
+        if host is not None:
+            try:
+                peer = ID.from_base58(origin)
+                if not host.get_network().get_connections(peer):
+                    host.get_peerstore().clear_peerdata(peer)
+                else:
+                    host.get_peerstore().clear_addrs(peer)
+            except Exception:
+                pass
+
+    def _peer_scope(self, peer: ID | None) -> int:
+        """The scope (loopback / private / public) of our connection to ``peer``; public when unknown."""
+        host = self._host
+        if peer is None or host is None:
+            return PUBLIC
+        scopes = []
+        for conn in host.get_network().get_connections(peer):
+            try:
+                remote = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
+            except Exception:
+                remote = None
+            if remote:
+                scopes.append(ip_scope(str(remote[0])))
+        return max(scopes) if scopes else PUBLIC
+
+    def _learn_addrs(self, origin: str, addrs: list[str], forwarder: ID | None = None) -> None:
+        """Peer exchange: file the addresses of an announcement under its authenticated origin, keeping only
+        those no more local than the connection they arrived over."""
         if origin == self._peer_id:
             return
         kept, ignored = addrs_for_origin(origin, addrs)
         if ignored:
             self._rejected["announce_addr_ignored"] += ignored  # names another peer, or undialable
+        scope = self._peer_scope(forwarder)
+        previous = self._dialler.learnt_scope.get(origin)
+        self._dialler.learnt_scope.put(origin, scope if previous is None else min(scope, previous))
+        in_scope = [a for a in kept if may_dial(addr_scope(a), scope)]
+        if len(in_scope) < len(kept):
+            self._rejected["announce_addr_scope"] += len(kept) - len(in_scope)
+        kept = in_scope
         if not kept:
             return
         changed = self._pex.learn(origin, kept)
@@ -461,9 +522,8 @@ class Libp2pTransport:
         error: BaseException | None = None
         with trio.move_on_after(max(timeout, 0.0)) as scope:
             try:
-                await self._send(host, target, payload)
-                self._payloads_sent += 1
-                self._bytes_sent += len(payload)
+                await self._dialler.ensure_connected(host, target)
+                await self._streams.send(host, target, payload)
                 return
             except framing.SendRefused as exc:
                 error = exc
@@ -482,145 +542,6 @@ class Libp2pTransport:
             raise error
         raise TransportError(f"sending to {peer_id} failed: {error}") from error
 
-    async def _send(self, host: IHost, target: ID, payload: bytes) -> None:
-        await self._ensure_connected(host, target)
-        try:
-            stream = await host.new_stream(target, [framing.PROTOCOL_ID])  # type: ignore[list-item]
-        except Exception as exc:
-            raise TransportError(f"cannot open a model stream to {target}: {exc}") from exc
-        ok = False
-        try:
-            await framing.send_payload(_StreamAdapter(stream), payload, tag=self._tag)
-            ok = True
-        finally:
-            await _finish_stream(stream, ok)
-
-    async def _ensure_connected(self, host: IHost, target: ID) -> None:
-        """Connect to ``target`` unless connected; bounded by the caller's deadline (send's timeout)."""
-        swarm = host.get_network()
-        while not swarm.get_connections(target):
-            pending = self._send_dials.get(target)
-            if pending is None:
-                break
-            await pending.wait()  # another send is dialling this peer: use its connection, do not dial twice
-        if swarm.get_connections(target):
-            return
-        done = trio.Event()
-        self._send_dials[target] = done
-        self._dialing.add(target.to_base58())  # the registry loop skips peers being dialled
-        try:
-            await self._dial_known_addrs(host, target)
-        finally:
-            done.set()
-            if self._send_dials.get(target) is done:
-                del self._send_dials[target]
-            self._dialing.discard(target.to_base58())
-
-    def _dial_candidates(self, host: IHost, target: ID) -> list[str]:
-        """Addresses to try for ``target``: peer exchange (newest first), then any other peerstore address."""
-        key = target.to_base58()
-        candidates = self._pex.addrs(key)
-        try:
-            stored = list(host.get_peerstore().addrs(target))
-        except Exception:  # PeerStoreError: unknown or expired
-            stored = []
-        for maddr in stored:
-            try:
-                canonical, suffix = parse_addr(str(maddr))
-            except ValueError:
-                continue
-            if suffix in (None, key) and canonical not in candidates:
-                candidates.append(canonical)
-        return candidates
-
-    async def _dial_known_addrs(self, host: IHost, target: ID) -> None:
-        key = target.to_base58()
-        candidates = self._dial_candidates(host, target)
-        if not candidates:
-            raise TransportError(f"peer {key} is unreachable: no known address (not announced, not in the peerstore)")
-        swarm = host.get_network()
-        swarm.unblock_peer(target)  # type: ignore[attr-defined]  # a deliberate dial: skip the 60 s negative cache
-        errors: list[str] = []
-        for index, addr in enumerate(candidates):
-            _, proto, name, _, port_s = addr.split("/")
-            left = len(candidates) - index
-            limit = float(self.params.dial_timeout_s)
-            if left > 1:  # leave time for the other addresses within the caller's deadline
-                remaining = trio.current_effective_deadline() - trio.current_time()
-                limit = min(limit, max(0.5, remaining / left))
-            try:
-                with trio.fail_after(limit):
-                    if proto.startswith("dns"):
-                        ips = await resolve(BootstrapTarget(addr, name, int(port_s), None, True))
-                        if proto != "dns":
-                            ips = [ip for ip in ips if (":" in ip) == (proto == "dns6")]
-                    else:
-                        ips = [name]
-                    for ip in ips:
-                        try:
-                            await dial_unknown(host, ip, int(port_s), expected=target, remember_ttl=None)
-                            logger.debug("connected to %s at %s", key, addr)
-                            return
-                        except TransportError as exc:
-                            errors.append(f"{addr}: {exc}")
-            except trio.TooSlowError:
-                errors.append(f"{addr}: no answer within {limit:.1f} s")
-            except TransportError as exc:  # name resolution
-                errors.append(f"{addr}: {exc}")
-            if swarm.get_connections(target):
-                return  # the peer dialled us meanwhile
-        raise TransportError(f"peer {key} is unreachable: {'; '.join(errors) or 'no usable address'}")
-
-    async def _handle_model_stream(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        adapter = _StreamAdapter(stream)
-        limit = self.params.max_inbound_transfers_per_peer
-        admitted = False
-
-        def admit(length: int) -> str | None:
-            nonlocal admitted
-            if self._inbound_active[peer] >= limit:
-                return "busy"
-            self._inbound_active[peer] += 1
-            admitted = True
-            return None
-
-        ok = False
-        payload = b""
-        try:
-            payload = await framing.receive_payload(
-                adapter,
-                tag=self._tag,
-                max_bytes=self.config.max_payload_bytes,
-                idle_timeout=float(self.params.stream_idle_timeout_s),
-                admit=admit,
-            )
-            ok = True
-        except framing.FrameError as exc:
-            self._reject(f"payload_{exc.reason}")
-            logger.info("refused a model transfer from %s: %s", peer, exc)
-        except trio.TooSlowError:
-            self._reject("payload_stalled")
-            logger.info("model transfer from %s stalled", peer)
-        except Exception as exc:  # never let a broken stream escape into libp2p's tasks
-            self._reject("payload_error")
-            logger.warning("model transfer from %s failed: %r", peer, exc)
-        finally:
-            if admitted:
-                self._inbound_active[peer] -= 1
-                if self._inbound_active[peer] <= 0:
-                    del self._inbound_active[peer]
-            await _finish_stream(stream, ok)
-        if not ok:
-            return
-        self._payloads_received += 1
-        self._bytes_received += len(payload)
-        if self._on_payload is not None:
-            try:
-                self._on_payload(peer.to_base58(), payload)
-            except Exception:
-                logger.exception("payload handler failed for a payload from %s", peer)
-
     def _peer_lost(self, peer: ID) -> None:
         if self._closed:
             return
@@ -630,135 +551,6 @@ class Libp2pTransport:
                 self._on_peer_lost(peer.to_base58())
             except Exception:
                 logger.exception("peer-lost handler failed for %s", peer)
-
-    # --------------------------------------------------------------------------------------------------------
-    # Discovery: same-machine registry
-    # --------------------------------------------------------------------------------------------------------
-
-    async def _registry_loop(self) -> None:
-        assert self._registry is not None and self._nursery is not None
-        registry = self._registry
-        first_seen: dict[str, float] = {}
-        next_try: dict[str, float] = {}
-        backoff: dict[str, float] = {}
-        incarnation: dict[str, tuple[int, float]] = {}  # a restarted peer (new PID) starts with a clean slate
-        while True:
-            try:
-                if not registry.path.exists() and not self._observer:
-                    registry.register(self._listen_addrs)  # the directory was cleaned under us
-                entries = registry.swarm_peers()
-            except Exception:
-                logger.warning("peer registry scan failed", exc_info=True)
-                entries = []
-            now = time.monotonic()
-            live = {e.peer_id for e in entries}
-            for entry in entries:
-                if incarnation.get(entry.peer_id) != (entry.pid, entry.started_at):
-                    incarnation[entry.peer_id] = (entry.pid, entry.started_at)
-                    for table in (first_seen, next_try, backoff):
-                        table.pop(entry.peer_id, None)
-            for gone in set(incarnation) - live:
-                for table in (first_seen, next_try, backoff, incarnation):
-                    table.pop(gone, None)  # type: ignore[attr-defined]
-            connected = set(self.connected_peers())
-            for entry in entries:
-                pid = entry.peer_id
-                first_seen.setdefault(pid, now)
-                if pid in connected:
-                    backoff.pop(pid, None)
-                    continue
-                if pid in self._dialing or now < next_try.get(pid, 0.0):
-                    continue
-                # An observer is in nobody's registry scan: it always dials.
-                waited = now - first_seen[pid] >= _REGISTRY_FALLBACK_S
-                my_turn = self._observer or should_dial(self.peer_id, pid) or waited
-                if not my_turn:
-                    continue
-                delay = min(backoff.get(pid, 0.5) * 2, 30.0)
-                backoff[pid] = delay
-                next_try[pid] = now + delay
-                self._nursery.start_soon(self._dial_registry_entry, entry)
-            await trio.sleep(float(self.config.options.get("registry_poll_s", _REGISTRY_POLL_S)))
-
-    async def _dial_registry_entry(self, entry: RegistryEntry) -> None:
-        host = self._host
-        if host is None:
-            return
-        self._dialing.add(entry.peer_id)
-        try:
-            target = ID.from_base58(entry.peer_id)
-            addrs = [multiaddr.Multiaddr(a) for a in entry.addrs]
-            addrs = [a.decapsulate(multiaddr.Multiaddr(f"/p2p/{entry.peer_id}")) for a in addrs]
-            # Registry peers run on this machine: use loopback when they listen there (the swarm would
-            # otherwise prefer any public announce address over loopback).
-            loopback = [a for a in addrs if str(a).startswith(("/ip4/127.", "/ip6/::1/"))]
-            addrs = loopback or addrs
-            host.get_network().unblock_peer(target)  # type: ignore[attr-defined]
-            # The registry is authoritative for local peers: forget addresses of an earlier incarnation (the
-            # swarm dials only the first address per transport class it knows).
-            host.get_peerstore().clear_addrs(target)
-            with trio.fail_after(self.params.dial_timeout_s):
-                await host.connect(PeerInfo(target, addrs))
-            logger.info("connected to local peer %s (registry)", entry.peer_id)
-        except Exception as exc:
-            logger.debug("dialling registry peer %s failed: %r", entry.peer_id, exc)
-        finally:
-            self._dialing.discard(entry.peer_id)
-
-    # --------------------------------------------------------------------------------------------------------
-    # Bootstrap
-    # --------------------------------------------------------------------------------------------------------
-
-    def _bootstrap_connected(self, target: BootstrapTarget) -> bool:
-        known = target.peer_id or self._bootstrap_learned.get(target.text)
-        return known is not None and known in set(self.connected_peers())
-
-    async def _bootstrap_once(self, target: BootstrapTarget) -> bool:
-        host = self._host
-        if host is None:
-            return False
-        if self._bootstrap_connected(target):
-            return True
-        expected = ID.from_base58(target.peer_id) if target.peer_id else None
-        try:
-            with trio.fail_after(self.params.dial_timeout_s):
-                ips = await resolve(target)
-                errors: list[str] = []
-                for ip in ips:
-                    try:
-                        peer = await dial_unknown(host, ip, target.port, expected=expected)
-                    except TransportError as exc:
-                        errors.append(str(exc))
-                        continue
-                    peer_text = peer.to_base58()
-                    if self._bootstrap_learned.get(target.text) != peer_text:
-                        # Unpinned: whoever answers becomes the bootstrap peer, so say loudly who that was.
-                        logger.log(
-                            logging.INFO if target.peer_id else logging.WARNING,
-                            "bootstrap %s answered as peer %s%s",
-                            target.describe(),
-                            peer_text,
-                            "" if target.peer_id else f" (pin it with {target.describe()}/p2p/{peer_text})",
-                        )
-                    self._bootstrap_learned[target.text] = peer_text
-                    return True
-                raise TransportError("; ".join(errors) or "no address")
-        except trio.TooSlowError:
-            logger.warning("bootstrap %s: no answer within %d s", target.describe(), self.params.dial_timeout_s)
-        except TransportError as exc:
-            logger.warning("bootstrap %s failed: %s", target.describe(), exc)
-        return False
-
-    async def _bootstrap_loop(self, target: BootstrapTarget) -> None:
-        delay = 1.0
-        while True:
-            if self._bootstrap_connected(target):
-                delay = 1.0
-                await trio.sleep(1.0)
-                continue
-            ok = await self._bootstrap_once(target)
-            delay = 1.0 if ok else min(delay * 2, _BOOTSTRAP_RETRY_MAX_S)
-            await trio.sleep(delay)
 
 
 def create_transport(params: Libp2pParams | None, config: TransportConfig) -> Libp2pTransport:

@@ -113,3 +113,9 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
         terminal.note(f"stopped by {signals.Signals(outcome.signal).name}; final checkpoint written"
                       if checkpoint_dir else f"stopped by {signals.Signals(outcome.signal).name}")
         sys.exit(int(ExitCode.INTERRUPTED if outcome.signal == signals.SIGINT else ExitCode.TERMINATED))
+    if summary["rounds"] < options.rounds:
+        # The round loop ended without a signal before its last round: something underneath it (the network
+        # service) stopped. Never report that as success.
+        terminal.error(f"the run ended after {summary['rounds']} of {options.rounds} rounds: the peer's network "
+                       "service stopped (see the log above); restart it (with --checkpoint-dir it resumes)")
+        sys.exit(int(ExitCode.ROUNDS_INCOMPLETE))

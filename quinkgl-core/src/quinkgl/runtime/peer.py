@@ -350,7 +350,8 @@ class Peer:
     async def run(self) -> list[dict[str, Any]]:
         """Run the remaining rounds; return the metrics of each round run."""
         self.p.transport.set_handlers(on_announcement=self._on_announcement, on_payload=self._on_payload,
-                                      on_peer_lost=self._on_peer_lost)
+                                      on_peer_lost=self._on_peer_lost,
+                                      admits=lambda pid: self.view is not None and self.view.is_compatible(pid))
         async with self.p.transport:
             self.view = PeerView(self.peer_id, self.options.peer_timeout)
             async with trio.open_nursery() as nursery:

@@ -45,7 +45,9 @@ class MemoryTransport:
     def listen_addrs(self) -> list[str]:
         return []
 
-    def set_handlers(self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None) -> None:
+    def set_handlers(
+        self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None, admits: Optional[Any] = None
+    ) -> None:
         self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost}
 
     def _hub(self) -> dict[str, MemoryTransport]:
