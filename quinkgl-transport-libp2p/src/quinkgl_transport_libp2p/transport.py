@@ -42,12 +42,13 @@ from quinkgl.transport import (
     AnnouncementHandler,
     PayloadHandler,
     PeerHandler,
+    RequestHandler,
     TransportConfig,
     TransportError,
     TransportStats,
 )
 
-from . import framing
+from . import framing, pull
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, resolve
 from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs, parse_addr
@@ -168,6 +169,7 @@ class Libp2pTransport:
         self._on_announcement: AnnouncementHandler | None = None
         self._on_payload: PayloadHandler | None = None
         self._on_peer_lost: PeerHandler | None = None
+        self._on_request: RequestHandler | None = None
         self._rejected: Counter[str] = Counter()
         self._bytes_sent = 0
         self._bytes_received = 0
@@ -224,10 +226,12 @@ class Libp2pTransport:
         on_announcement: AnnouncementHandler,
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
         self._on_announcement = on_announcement
         self._on_payload = on_payload
         self._on_peer_lost = on_peer_lost
+        self._on_request = on_request
 
     def connected_peers(self) -> Sequence[str]:
         if self._host is None:
@@ -343,6 +347,7 @@ class Libp2pTransport:
 
             auto.maybe_connect = _no_auto_connect
         host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
+        host.set_stream_handler(pull.PROTOCOL_ID, self._handle_pull_stream)  # type: ignore[arg-type]
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
@@ -480,6 +485,12 @@ class Libp2pTransport:
         if isinstance(error, TransportError):
             raise error
         raise TransportError(f"sending to {peer_id} failed: {error}") from error
+
+    async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:
+        return await pull.request(self, peer_id, message, timeout=timeout)  # /quinkgl/pull/1.0.0, see pull.py
+
+    async def _handle_pull_stream(self, stream: INetStream) -> None:
+        await pull.serve(self, stream)
 
     async def _send(self, host: IHost, target: ID, payload: bytes) -> None:
         await self._ensure_connected(host, target)
