@@ -172,10 +172,10 @@ class Peer:
     async def _on_request(self, sender: str, message: bytes) -> bytes:
         """Serve our model of the asked round once it is trained (or the newest, when we are past it)."""
         try:
-            wanted = pull.parse_request(message, swarm_id=self.swarm_id)
+            wanted, wait = pull.parse_request(message, swarm_id=self.swarm_id)
             if self.view is None or not self.view.is_compatible(sender):
                 raise RequestRefused("unknown_peer", "announce a compatible manifest first")
-            with trio.move_on_after(self.options.gossip_interval):
+            with trio.move_on_after(min(wait, self.options.gossip_interval)):
                 while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
                     await self._changed.wait()  # we are training that round (or about to): wait for it
             if self._served is None or not self._can_serve(wanted - self.options.staleness):
@@ -235,21 +235,21 @@ class Peer:
         need = max(len(picks), int(getattr(self.p.aggregator, "min_updates", 0) or 0), 1)
         return need, [*dict.fromkeys(picks), *rest]
 
-    def _deadline(self, started: float) -> float:
-        """When the pull stops waiting: the learned deadline from now, never past ``--gossip-interval`` from the
-        round's start (but at least the floor from now, so a round whose training ran long still asks)."""
-        now = trio.current_time()
-        cap = started + self.options.gossip_interval
+    def _deadline(self, pulled: float, cap: float, floor: float) -> float:
+        """When a round's pull stops waiting: ``pulled`` (when it began) + the wait learned from recent answer
+        times (median + 4·MAD, at least ``floor``), never after ``cap`` (``--gossip-interval`` from the round's
+        start) — but at least the floor from ``pulled``, so a round whose training ran long still asks. Without
+        any observed answer yet, the cap."""
         learned = self.answer_times.deadline()
-        deadline = cap if learned is None else min(cap, now + learned)
-        return max(deadline, now + pull.DEADLINE_FLOOR_S)
+        deadline = cap if learned is None else min(cap, pulled + max(floor, learned))
+        return max(deadline, pulled + pull.DEADLINE_FLOOR_S)
 
-    async def _pull(self, round_idx: int, need: int, order: list[str], deadline: float,
+    async def _pull(self, round_idx: int, need: int, order: list[str], deadline: Callable[[], float],
                     min_round: int) -> PullOutcome:
         """Ask sources from ``order`` (``need`` at a time, replacing failures) until ``need`` answered or the
-        deadline passes. Sources still pending at the deadline are avoided for the next rounds."""
+        deadline passes; ``deadline()`` is re-read after every answer (each one teaches the learned deadline).
+        Sources still pending at the deadline are avoided for the next rounds."""
         outcome = PullOutcome()
-        request = pull.encode_request(swarm_id=self.swarm_id, round_idx=round_idx)
         queue = list(order)
         pending: set[str] = set()
 
@@ -258,15 +258,16 @@ class Peer:
                 source = queue.pop(0)
                 outcome.asked += 1
                 pending.add(source)
-                update = await self._fetch(source, request, deadline, min_round, outcome)
+                update = await self._fetch(source, round_idx, timer.deadline, min_round, outcome)
                 pending.discard(source)
+                timer.deadline = min(timer.deadline, deadline())
                 if update is not None:
                     outcome.received.append(update)
                     if len(outcome.received) >= need:
                         nursery.cancel_scope.cancel()  # quorum: the round closes now
                     return
 
-        with trio.move_on_at(deadline) as timer:
+        with trio.move_on_at(deadline()) as timer:
             async with trio.open_nursery() as nursery:
                 for _ in range(min(need, len(queue))):
                     nursery.start_soon(ask_next)
@@ -277,10 +278,13 @@ class Peer:
         outcome.received.sort(key=lambda u: u.sender)
         return outcome
 
-    async def _fetch(self, source: str, request: bytes, deadline: float, min_round: int,
+    async def _fetch(self, source: str, round_idx: int, deadline: float, min_round: int,
                      outcome: PullOutcome) -> Optional[ModelUpdate]:
-        """One source's answer, decoded and checked; None (counted) when it fails."""
+        """One source's answer, decoded and checked; None (counted) when it fails. A source still training the
+        round waits for it only part of our time left, then sends its newest model (if not too stale)."""
         asked = trio.current_time()
+        request = pull.encode_request(swarm_id=self.swarm_id, round_idx=round_idx,
+                                      wait=pull.WAIT_SHARE * (deadline - asked))
         try:
             payload = await self.p.transport.request(source, request, timeout=deadline - asked)
         except TransportError as exc:
@@ -333,6 +337,10 @@ class Peer:
         model and offering it as current."""
         if self.options.isolated or self.completed >= self.options.rounds:
             return
+        assert self.view is not None
+        with trio.move_on_after(self.options.announce_interval):  # peers answer a newcomer's announcement at once
+            while len(self.view.alive(trio.current_time())) < CATCH_UP_SOURCES:
+                await self._changed.wait()
         candidates = self._source_candidates(trio.current_time())
         swarm_round = max((c.last_round for c in candidates), default=0)
         if swarm_round - self.completed <= self.options.staleness:
@@ -340,7 +348,8 @@ class Peer:
         order = [c.peer_id for c in sorted(candidates, key=lambda c: -c.last_round)]
         started = trio.current_time()
         need = max(CATCH_UP_SOURCES, int(getattr(self.p.aggregator, "min_updates", 0) or 0))
-        outcome = await self._pull(pull.NEWEST, need, order, started + self.options.gossip_interval,
+        cap = started + self.options.gossip_interval
+        outcome = await self._pull(pull.NEWEST, need, order, lambda: cap,
                                    min_round=swarm_round - self.options.staleness)
         if not outcome.received:
             log.warning("could not catch up with the swarm at round %d: no peer answered", swarm_round)
@@ -414,7 +423,9 @@ class Peer:
         if not self.options.isolated:
             await self._publish(own_tensors, round_idx)
             need, order = self._pick_sources(round_idx)
-            outcome = await self._pull(round_idx, need, order, self._deadline(started),
+            pulled, cap = trio.current_time(), started + self.options.gossip_interval
+            floor = max(pull.DEADLINE_FLOOR_S, train_seconds)  # a source that trains as fast as we do is not late
+            outcome = await self._pull(round_idx, need, order, lambda: self._deadline(pulled, cap, floor),
                                        min_round=round_idx - self.options.staleness)
         self._raise_callback_error()
         received = outcome.received

@@ -17,19 +17,24 @@ REQUEST_VERSION = 1
 NEWEST = 0  # a request for round 0 asks for the source's newest model (a late joiner catching up)
 DEADLINE_FLOOR_S = 2.0
 DEADLINE_MAD_FACTOR = 4.0
-DEADLINE_MIN_SAMPLES = 3  # with fewer observed answers the round waits up to --gossip-interval
+DEADLINE_MIN_SAMPLES = 1  # before the first observed answer the round waits up to --gossip-interval
 DEADLINE_WINDOW = 64  # answer times remembered
 MAX_AVOID_ROUNDS = 16
 
 
-def encode_request(*, swarm_id: str, round_idx: int) -> bytes:
-    """The request a peer sends a source: "your model of round ``round_idx`` (or newer)"."""
-    doc = {"v": REQUEST_VERSION, "swarm_id": swarm_id, "round": round_idx}
+WAIT_SHARE = 0.75  # a source waits for the asked round at most this share of the requester's time left
+
+
+def encode_request(*, swarm_id: str, round_idx: int, wait: float) -> bytes:
+    """The request a peer sends a source: "your model of round ``round_idx`` (or newer); if you are still
+    training it, wait at most ``wait`` seconds, then send your newest"."""
+    doc = {"v": REQUEST_VERSION, "swarm_id": swarm_id, "round": round_idx, "wait": round(max(0.0, wait), 3)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def parse_request(raw: bytes, *, swarm_id: str) -> int:
-    """The round a request asks for; raises :class:`RequestRefused` (``bad_request`` / ``other_swarm``)."""
+def parse_request(raw: bytes, *, swarm_id: str) -> tuple[int, float]:
+    """The round a request asks for and how long the requester lets us wait for it; raises
+    :class:`RequestRefused` (``bad_request`` / ``other_swarm``)."""
     if len(raw) > MAX_REQUEST_BYTES:
         raise RequestRefused("bad_request", f"{len(raw)} bytes")
     try:
@@ -43,14 +48,17 @@ def parse_request(raw: bytes, *, swarm_id: str) -> int:
     round_idx = doc.get("round")
     if type(round_idx) is not int or round_idx < 0:
         raise RequestRefused("bad_request", "round must be a non-negative integer")
-    return round_idx
+    wait = doc.get("wait", 0.0)
+    if type(wait) not in (int, float) or not 0 <= wait < float("inf"):
+        raise RequestRefused("bad_request", "wait must be a non-negative number of seconds")
+    return round_idx, float(wait)
 
 
 class AnswerTimes:
     """Seconds from "asked" to "answered" of recent sources, and the deadline they suggest.
 
-    The deadline is ``median + 4·MAD`` of the recent answer times, at least :data:`DEADLINE_FLOOR_S`; with fewer
-    than :data:`DEADLINE_MIN_SAMPLES` observations there is no learned deadline (``None``: wait up to the cap).
+    The deadline is ``median + 4·MAD`` of the recent answer times, at least :data:`DEADLINE_FLOOR_S`; before any
+    answer was observed there is no learned deadline (``None``: wait up to the cap).
     """
 
     def __init__(self) -> None:
@@ -83,7 +91,8 @@ class Avoided:
         self._until.pop(peer_id, None)
 
     def avoids(self, peer_id: str, round_idx: int) -> bool:
-        return self._until.get(peer_id, 0) >= round_idx
+        until = self._until.get(peer_id)
+        return until is not None and until >= round_idx
 
     def forget(self, peer_id: str) -> None:
         self.answered(peer_id)
