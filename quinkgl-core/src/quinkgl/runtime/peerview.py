@@ -2,7 +2,8 @@
 
 An announcement is a small JSON document every peer publishes about itself every few seconds (discovery and
 liveness only; no round waits on announcements). Only peers announcing our swarm ID and our arch hash are
-compatible: others are ignored with a logged, counted reason. The sender's identity comes from the transport (authenticated), never from the document.
+compatible: others are ignored with a logged, counted reason. The sender's identity comes from the transport
+(authenticated), never from the document.
 """
 
 from __future__ import annotations
