@@ -120,7 +120,10 @@ def test_ctrl_c_writes_a_final_checkpoint_and_exits_130(swarm):
         again.stop()
 
 
-def test_garbage_truncated_and_oversized_payloads_are_counted_while_the_peer_trains(swarm):
+def test_pushed_payloads_are_dropped_unread_and_never_aggregated_while_the_peer_trains(swarm):
+    """A foreign client that announces a compatible manifest and pushes garbage, truncated, oversized and
+    valid-format updates: each push is counted (``unsolicited`` / ``payload_too_large``), none is aggregated, and
+    the peers keep training together (round protocol v2: a peer aggregates only what it asked for)."""
     from quinkgl.runtime.peerview import encode_announcement
     from quinkgl.transport import TransportConfig, TransportError
     from quinkgl_transport_libp2p.params import Libp2pParams
@@ -128,6 +131,8 @@ def test_garbage_truncated_and_oversized_payloads_are_counted_while_the_peer_tra
 
     manifest = swarm["manifest"]
     peer = PeerProcess(swarm["dir"], "target", peer_args(swarm, 10000), swarm["env"])
+    other = PeerProcess(swarm["dir"], "other", peer_args(swarm, 10000), swarm["env"])
+    pushed = []
     try:
         target_id = peer.peer_id()
 
@@ -143,24 +148,44 @@ def test_garbage_truncated_and_oversized_payloads_are_counted_while_the_peer_tra
                                             metadata={})
                 from helpers import mnist_net
 
-                good = wire.encode_update(mnist_net().state_dict(), swarm_id=manifest.swarm_id,
-                                          sender=client.peer_id, round=1, num_samples=10)
+                def update(round_idx):
+                    return wire.encode_update(mnist_net().state_dict(), swarm_id=manifest.swarm_id,
+                                              sender=client.peer_id, round=round_idx, num_samples=10)
+
                 with trio.fail_after(60):
                     while "[peer-discovered] " + client.peer_id not in peer.text():
                         await client.announce(hello)
                         await trio.sleep(0.5)
                 await client.send(target_id, b"\x00garbage" * 100, timeout=30)
+                good = update(1)
                 await client.send(target_id, good[: len(good) // 2], timeout=30)
                 with pytest.raises(TransportError):
                     await client.send(target_id, good + b"\0" * (2 << 20), timeout=30)
+                pushed.append(client.peer_id)
+                for _ in range(4):  # valid updates for the rounds the target is in, every time it ends a round
+                    rounds = peer.text().count("round=")
+                    for ahead in range(3):
+                        await client.announce(hello)
+                        await client.send(target_id, update(rounds + ahead), timeout=30)
+                        pushed.append(rounds + ahead)
+                    with trio.fail_after(120):
+                        while peer.text().count("round=") == rounds:
+                            await trio.sleep(0.2)
 
         trio.run(attack)
         rounds_so_far = peer.text().count("round=")
         peer.wait_for(r"^round=\d+", count=rounds_so_far + 2)  # it keeps training after the attack
-        peer.signal(signal.SIGTERM)
-        assert peer.wait(timeout=60) == ExitCode.TERMINATED
+        for process in (peer, other):
+            process.signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == ExitCode.TERMINATED
         summary = peer.wait_for(r"^summary: .*").group(0)
-        for reason in ("bad_magic", "truncated", "payload_too_large"):
-            assert reason in summary, summary
+        assert "payload_too_large" in summary, summary
+        unsolicited = int(re.search(r"unsolicited'?[=:]\s*(\d+)", summary).group(1))
+        assert unsolicited == 2 + len(pushed) - 1, summary  # garbage + truncated + the valid ones
+        aggregated = re.findall(r"^\[aggregated\] peers=\[(.*)\]", peer.text(), re.M)
+        print(f"{len(pushed) - 1} valid pushes; {len(aggregated)} aggregations, none with the intruder")
+        assert aggregated and all(pushed[0] not in line for line in aggregated)
+        assert any(other.peer_id() in line for line in aggregated)
     finally:
         peer.stop()
+        other.stop()

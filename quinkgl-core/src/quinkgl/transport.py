@@ -5,16 +5,25 @@ A transport carries two kinds of traffic for one swarm:
 * **announcements** — small (< 64 KiB) JSON documents a peer publishes about itself (swarm ID, arch hash,
   round, model digest, metrics). The transport authenticates the sender: ``sender`` on delivery is the peer ID
   that signed it, never a claim from inside the payload.
-* **payloads** — model updates, opaque bytes produced by :mod:`quinkgl.wire`, sent to one peer. The transport
-  enforces ``TransportConfig.max_payload_bytes`` and delivers a payload only if it arrived complete.
+* **requests** — the round protocol's pull (``request``): a small message (at most :data:`MAX_REQUEST_BYTES`)
+  to one peer, answered by that peer's request handler with one response (a model update, at most the
+  requester's ``TransportConfig.max_payload_bytes``, checked before the response is read). The requester bounds
+  the whole exchange with its ``timeout``; a handler that raises :class:`RequestRefused` (or anything else)
+  makes ``request`` raise :class:`TransportError` on the requesting side. Without an ``on_request`` handler every
+  request is refused.
+* **payloads** — opaque bytes pushed to one peer (``send``). The runtime no longer pushes models (it pulls
+  them); a transport still delivers pushes so that the runtime can count them as ``unsolicited`` and drop them
+  without decoding. The transport enforces ``TransportConfig.max_payload_bytes`` and delivers a payload only if
+  it arrived complete.
 
 Transports are async context managers on trio (anyio with the trio backend). Handlers given to ``set_handlers``
-are plain functions called on the event loop; they must not block (the runtime queues and returns).
+are plain functions called on the event loop; they must not block (the runtime queues and returns) — except the
+request handler, an async function that may wait (bounded by the runtime) until it has an answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -24,6 +33,9 @@ from quinkgl.errors import NetworkError
 AnnouncementHandler = Callable[[str, bytes], None]
 PayloadHandler = Callable[[str, bytes], None]
 PeerHandler = Callable[[str], None]
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]  # (authenticated sender, request) -> response
+
+MAX_REQUEST_BYTES = 4096  # a request is a small control message; larger ones are refused unread
 
 
 @attrs.frozen(kw_only=True)
@@ -62,6 +74,14 @@ class TransportError(NetworkError):
     """
 
 
+class RequestRefused(Exception):
+    """Raised by a request handler to refuse a request; ``reason`` is a short counter key sent to the requester."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
 class Transport(Protocol):
     """One peer's endpoint. Enter it with ``async with``; leaving closes every connection."""
 
@@ -80,6 +100,7 @@ class Transport(Protocol):
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
         admits: Callable[[str], bool] | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
         """Install the callbacks for inbound traffic. Called once, before ``__aenter__``.
 
@@ -95,6 +116,13 @@ class Transport(Protocol):
 
     async def send(self, peer_id: str, payload: bytes, *, timeout: float) -> None:
         """Deliver ``payload`` to ``peer_id`` or raise :class:`TransportError` within ``timeout`` seconds."""
+
+    async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:
+        """Send ``message`` (at most :data:`MAX_REQUEST_BYTES`) to ``peer_id`` and return its handler's response.
+
+        Raises :class:`TransportError` within ``timeout`` seconds when the peer is unreachable, refuses, answers
+        more than ``max_payload_bytes`` or does not answer in time.
+        """
 
     def connected_peers(self) -> Sequence[str]:
         """Peer IDs currently reachable."""

@@ -44,12 +44,13 @@ from quinkgl.transport import (
     AnnouncementHandler,
     PayloadHandler,
     PeerHandler,
+    RequestHandler,
     TransportConfig,
     TransportError,
     TransportStats,
 )
 
-from . import framing
+from . import framing, pull
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, parse_bootstrap_addr
 from .bootstrapper import Bootstrapper
@@ -133,6 +134,7 @@ class Libp2pTransport:
         self._on_peer_lost: PeerHandler | None = None
         self._admits: Callable[[str], bool] | None = None
         self.limits = NetworkLimits.from_options(config.options)
+        self._on_request: RequestHandler | None = None
         self._rejected: Counter[str] = Counter()
         self._host: IHost | None = None
         self._announcer: Announcer | None = None
@@ -206,6 +208,7 @@ class Libp2pTransport:
         on_payload: PayloadHandler,
         on_peer_lost: PeerHandler | None = None,
         admits: Callable[[str], bool] | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
         """Install the callbacks. ``admits(peer_id)``, when given, is consulted before any payload byte of a
         peer is read and before a peer is dialled: a peer it refuses has its streams reset (``not_admitted``)
@@ -214,6 +217,7 @@ class Libp2pTransport:
         self._on_payload = on_payload
         self._on_peer_lost = on_peer_lost
         self._admits = admits
+        self._on_request = on_request
 
     def connected_peers(self) -> Sequence[str]:
         if self._host is None:
@@ -335,8 +339,9 @@ class Libp2pTransport:
                 return None
 
             auto.maybe_connect = _no_auto_connect
-        if not self._observer:
+        if not self._observer:  # an observer serves nothing: no model stream, no pull answers
             host.set_stream_handler(framing.PROTOCOL_ID, self._streams.handle)  # type: ignore[arg-type]
+            host.set_stream_handler(pull.PROTOCOL_ID, self._handle_pull_stream)  # type: ignore[arg-type]
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
@@ -541,6 +546,12 @@ class Libp2pTransport:
         if isinstance(error, TransportError):
             raise error
         raise TransportError(f"sending to {peer_id} failed: {error}") from error
+
+    async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:
+        return await pull.request(self, peer_id, message, timeout=timeout)  # /quinkgl/pull/1.0.0, see pull.py
+
+    async def _handle_pull_stream(self, stream: INetStream) -> None:
+        await pull.serve(self, stream)
 
     def _peer_lost(self, peer: ID) -> None:
         if self._closed:

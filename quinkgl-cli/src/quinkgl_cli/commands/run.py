@@ -107,6 +107,8 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
         f"summary: node={summary['node_id']} rounds={summary['rounds']}/{options.rounds} "
         f"val_accuracy={accuracy if accuracy is None else f'{accuracy:.4f}'} sent={summary['bytes_sent']} "
         f"received={summary['bytes_received']} accepted={summary['updates_accepted']} "
+        f"sources(asked/answered/used)={summary['sources_asked']}/{summary['sources_answered']}/"
+        f"{summary['sources_used']} fell_back={summary['fell_back']} "
         f"rejected={summary['updates_rejected']} {summary['rejected'] or ''}".rstrip()
     )
     if outcome.signal is not None:

@@ -15,11 +15,10 @@ class PeerOptions:
     rounds: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     local_steps: Optional[int] = None  # batches per round; None with local_epochs None means 1 epoch
     local_epochs: Optional[float] = None
-    gossip_interval: float = 12.0  # the longest a round waits for other peers' updates, seconds from round start
-    announce_interval: float = 1.0
-    peer_timeout: float = 10.0  # a peer not heard from for this long is no longer waited for
+    gossip_interval: float = 12.0  # the longest a round waits for its sources' answers, seconds from round start
+    announce_interval: float = 4.0  # discovery and liveness only; no round waits on announcements
+    peer_timeout: float = 15.0  # a peer not heard from for this long is no longer a candidate source
     staleness: int = 2  # accept updates at most this many rounds older than ours
-    send_timeout: float = 30.0
     script_args: Mapping[str, str] = attrs.field(factory=dict)
     checkpoint_dir: Optional[str] = None
     strict_manifest: bool = True

@@ -1,8 +1,16 @@
-"""One peer's round loop (DESIGN §6): train → push → wait → aggregate → evaluate → callbacks → checkpoint.
+"""One peer's round loop (DESIGN §6, §10): train → pull from sources → aggregate → evaluate → callbacks →
+checkpoint.
+
+The round protocol is a pull (docs/runtime.md): each round a peer asks ``max(topology fanout, aggregator
+min_updates)`` sources, picked by its topology, for their model of the round, and aggregates only their answers.
+It closes the round at that quorum or at a deadline learned from observed answer times (capped by
+``--gossip-interval``); sources that fail are replaced while the deadline allows, and a source that misses the
+deadline is avoided for a few rounds. Anything pushed to the peer is counted as ``unsolicited`` and dropped
+before it is decoded. A peer that starts far behind the swarm first catches up from two sources.
 
 The loop runs on trio; every torch call goes through :meth:`Peer._work` (a worker thread, bounded by a shared
-limiter so simulated peers do not oversubscribe the cores). Inbound traffic arrives through transport handlers
-that only queue and return; a decoder task turns payloads into checked updates in a worker thread.
+limiter so simulated peers do not oversubscribe the cores). Transport handlers only count, queue and return; the
+request handler waits (bounded) until this peer has the model it was asked for.
 """
 
 from __future__ import annotations
@@ -17,23 +25,25 @@ import trio
 
 from quinkgl import wire
 from quinkgl.aggregation import ModelUpdate
-from quinkgl.runtime.inbox import Inbox
+from quinkgl.runtime import pull
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.runtime.peerview import AnnouncementRejected, PeerView, encode_announcement, parse_announcement
 from quinkgl.runtime.training import BatchStream, evaluate, train_steps
 from quinkgl.topology import PeerCandidate
+from quinkgl.transport import RequestRefused, TransportError
 
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
-MAX_PENDING_PER_SENDER = 2  # a sender has at most this many undecoded updates queued; more are dropped, counted
+MIN_ANNOUNCE_GAP_S = 1.0  # an announcement triggered by a newly discovered peer waits at least this long
+CATCH_UP_SOURCES = 2  # a late joiner averages at least this many current models before it trains
 
 
 @attrs.define
 class PeerCounters:
     """Traffic and rejection counters of one peer."""
 
-    updates_sent: int = 0
-    send_failures: int = 0
+    updates_sent: int = 0  # models served to peers that asked for them
+    send_failures: int = 0  # requests this peer made that failed (refused, unreachable, too late)
     updates_accepted: int = 0
     rejected: dict[str, int] = attrs.field(factory=dict)
 
@@ -69,6 +79,15 @@ class PeerParts:
     limiter: Optional[trio.CapacityLimiter] = None
 
 
+@attrs.define
+class PullOutcome:
+    """What one pull gathered: the decoded answers and how many sources were asked / answered."""
+
+    received: list[ModelUpdate] = attrs.field(factory=list)
+    asked: int = 0
+    answered: int = 0
+
+
 class Peer:
     """A running gossip-learning peer."""
 
@@ -79,10 +98,9 @@ class Peer:
         self.swarm_id = parts.manifest.swarm_id
         self.arch_hash = parts.manifest.model.arch_hash
         self.view: Optional[PeerView] = None
-        self.inbox = Inbox()
         self.counters = PeerCounters()
         self.round = parts.start_round
-        self.pushed = parts.start_round
+        self.pushed = parts.start_round  # the newest round whose model this peer serves
         self.completed = parts.start_round
         self.done = False
         self.history: list[dict[str, Any]] = []
@@ -91,10 +109,12 @@ class Peer:
         self.stream = BatchStream(parts.train_data)
         self.expected = wire.model_spec(parts.model.state_dict())
         self.max_update = wire.max_update_bytes(self.expected)
+        self.answer_times = pull.AnswerTimes()
+        self.avoided = pull.Avoided()
+        self.announcements_handled = 0
+        self._served: Optional[tuple[int, bytes]] = None  # (round, wire update) of the newest trained model
         self._changed = trio.Event()
-        self._payloads_send, self._payloads_recv = trio.open_memory_channel(64)
-        self._pending: dict[str, int] = {}  # undecoded payloads per sender: memory stays bounded under a flood
-        self._decoding = 0
+        self._announce_soon = trio.Event()
         self._ignored_announcers: set[str] = set()
         self._discovered: set[str] = set()
         self._callback_error: Optional[BaseException] = None  # a peer-script callback that raised on the loop
@@ -115,11 +135,12 @@ class Peer:
     def _emit(self, kind: str, **data: Any) -> None:
         self.observer(kind, {"node_id": self.options.node_id, "peer_id": self.peer_id, **data})
 
-    # -- inbound (called by the transport on the event loop; must not block) ----------------------------------
+    # -- inbound (called by the transport on the event loop) ---------------------------------------------------
 
     def _on_announcement(self, sender: str, raw: bytes) -> None:
+        self.announcements_handled += 1
         if self.view is None:
-            return  # not started yet; the sender announces again within a second
+            return  # not started yet; the sender announces again
         try:
             doc = parse_announcement(raw, swarm_id=self.swarm_id, arch_hash=self.arch_hash)
         except AnnouncementRejected as exc:
@@ -131,6 +152,7 @@ class Peer:
             return
         if self.view.observe(sender, doc, trio.current_time()) and sender not in self._discovered:
             self._discovered.add(sender)  # once per peer, even if it drops out of the view and comes back
+            self._announce_soon.set()  # let the newcomer hear of us without waiting a whole announce interval
             self._emit("peer_discovered", sender=sender, node=doc["node_id"])
             try:
                 self.p.hooks.quinkgl_on_peer_discovered(peer_id=sender)
@@ -139,58 +161,35 @@ class Peer:
         self._notify()
 
     def _on_payload(self, sender: str, payload: bytes) -> None:
-        if self._pending.get(sender, 0) >= MAX_PENDING_PER_SENDER:
-            self.counters.reject("sender_flooding")
-            return
-        try:
-            self._payloads_send.send_nowait((sender, payload))
-        except trio.WouldBlock:
-            self.counters.reject("inbox_full")
-            return
-        self._pending[sender] = self._pending.get(sender, 0) + 1
+        """A pushed update: nobody asked for it, so it is counted and dropped without being decoded."""
+        self.counters.reject("unsolicited")
 
     def _on_peer_lost(self, sender: str) -> None:
         if self.view is not None:
             self.view.forget(sender)
         self._notify()
 
-    async def _decode_loop(self) -> None:
-        async for sender, payload in self._payloads_recv:
-            self._decoding += 1
-            try:
-                await self._accept(sender, payload)
-            finally:
-                self._decoding -= 1
-                self._pending[sender] -= 1
-                if not self._pending[sender]:
-                    del self._pending[sender]
-                self._notify()
-
-    async def _accept(self, sender: str, payload: bytes) -> None:
-        if self.view is None or not self.view.is_compatible(sender):
-            self.counters.reject("unknown_peer")
-            return
+    async def _on_request(self, sender: str, message: bytes) -> bytes:
+        """Serve our model of the asked round once it is trained (or the newest, when we are past it)."""
         try:
-            decoded = await self._work(
-                lambda: wire.decode_update(payload, expected=self.expected, swarm_id=self.swarm_id,
-                                           max_bytes=self.max_update)
-            )
-        except wire.WireRejected as exc:
-            self.counters.reject(exc.reason.value)
-            log.warning("rejected update from %s: %s (%s)", sender, exc.reason.value, exc.detail)
-            return
-        if decoded.header.sender != sender:
-            self.counters.reject("sender_mismatch")
-            return
-        header = decoded.header
-        update = ModelUpdate(sender, header.round, header.num_samples, decoded.tensors, header.metadata)
-        reason = self.inbox.offer(update, min_round=self.round - self.options.staleness)
-        if reason:
-            self.counters.reject(reason)
-        else:
-            self.counters.updates_accepted += 1
+            wanted, wait = pull.parse_request(message, swarm_id=self.swarm_id)
+            if self.view is None or not self.view.is_compatible(sender):
+                raise RequestRefused("unknown_peer", "announce a compatible manifest first")
+            with trio.move_on_after(min(wait, self.options.gossip_interval)):
+                while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
+                    await self._changed.wait()  # we are training that round (or about to): wait for it
+            if self._served is None or not self._can_serve(wanted - self.options.staleness):
+                raise RequestRefused("behind", f"asked for round {wanted}, newest here is {self.pushed}")
+        except RequestRefused as exc:
+            self.counters.reject(f"request_{exc.reason}")
+            raise
+        self.counters.updates_sent += 1
+        return self._served[1]
 
-    # -- announcements -----------------------------------------------------------------------------------------
+    def _can_serve(self, round_idx: int) -> bool:
+        return self._served is not None and self._served[0] >= round_idx
+
+    # -- announcements (discovery and liveness only: no round waits on them) -----------------------------------
 
     async def _announce(self) -> None:
         last = self.history[-1] if self.history else {}
@@ -206,31 +205,121 @@ class Peer:
 
     async def _announce_loop(self) -> None:
         while True:
+            self._announce_soon = trio.Event()
             await self._announce()
-            await trio.sleep(self.options.announce_interval)
+            await trio.sleep(MIN_ANNOUNCE_GAP_S)
+            with trio.move_on_after(max(0.0, self.options.announce_interval - MIN_ANNOUNCE_GAP_S)):
+                await self._announce_soon.wait()
 
-    # -- the round ---------------------------------------------------------------------------------------------
+    # -- pulling models ------------------------------------------------------------------------------------------
 
-    async def _send(self, target: str, payload: bytes) -> None:
-        try:
-            await self.p.transport.send(target, payload, timeout=self.options.send_timeout)
-            self.counters.updates_sent += 1
-        except Exception as exc:
-            self.counters.send_failures += 1
-            log.warning("sending round %d to %s failed: %s", self.round, target, exc)
-            if self.view is not None:
-                self.view.forget(target)  # until it announces itself again
-                self._notify()
-
-    async def _wait_for_peers(self, round_idx: int, deadline: float) -> None:
+    def _source_candidates(self, now: float) -> list[PeerCandidate]:
+        """Compatible peers heard from recently (finished ones too: they serve their last model while they
+        linger), minus the avoided ones; sorted, so that the topology's seeded choice does not depend on the order
+        in which announcements arrived."""
         assert self.view is not None
-        with trio.move_on_at(deadline):
-            while self.view.waiting_for(round_idx, trio.current_time()) or self._decoding or (
-                self._payloads_recv.statistics().current_buffer_used
-            ):
-                # Re-check at least every second: a silent peer times out of the view without any event.
-                with trio.move_on_after(1.0):
-                    await self._changed.wait()
+        return [PeerCandidate(p.peer_id, p.round, dict(p.metadata)) for p in sorted(self.view.peers.values(),
+                                                                                    key=lambda p: p.peer_id)
+                if now - p.last_seen <= self.view.timeout and not self.avoided.avoids(p.peer_id, self.round)]
+
+    def _pick_sources(self, round_idx: int) -> tuple[int, list[str]]:
+        """How many answers the round needs, and the sources in the order to ask them: the topology's picks
+        first, then the other candidates at random (replacements, and extra sources when the rule needs more
+        inputs than the topology's fanout)."""
+        candidates = self._source_candidates(trio.current_time())
+        me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
+        picks = [t for t in self.p.topology.select(self.peer_id, [me, *candidates], round_idx, self.rng)
+                 if t != self.peer_id]
+        rest = [c.peer_id for c in candidates if c.peer_id not in picks]
+        self.rng.shuffle(rest)
+        need = max(len(picks), int(getattr(self.p.aggregator, "min_updates", 0) or 0), 1)
+        return need, [*dict.fromkeys(picks), *rest]
+
+    def _deadline(self, pulled: float, cap: float, floor: float) -> float:
+        """When a round's pull stops waiting: ``pulled`` (when it began) + the wait learned from recent answer
+        times (median + 4·MAD, at least ``floor``), never after ``cap`` (``--gossip-interval`` from the round's
+        start) — but at least the floor from ``pulled``, so a round whose training ran long still asks. Without
+        any observed answer yet, the cap."""
+        learned = self.answer_times.deadline()
+        deadline = cap if learned is None else min(cap, pulled + max(floor, learned))
+        return max(deadline, pulled + pull.DEADLINE_FLOOR_S)
+
+    async def _pull(self, round_idx: int, need: int, order: list[str], deadline: Callable[[], float],
+                    min_round: int) -> PullOutcome:
+        """Ask sources from ``order`` (``need`` at a time, replacing failures) until ``need`` answered or the
+        deadline passes; ``deadline()`` is re-read after every answer (each one teaches the learned deadline).
+        Sources still pending at the deadline are avoided for the next rounds."""
+        outcome = PullOutcome()
+        queue = list(order)
+        pending: set[str] = set()
+
+        async def ask_next() -> None:
+            while queue and len(outcome.received) < need:
+                source = queue.pop(0)
+                outcome.asked += 1
+                pending.add(source)
+                update = await self._fetch(source, round_idx, timer.deadline, min_round, outcome)
+                pending.discard(source)
+                timer.deadline = min(timer.deadline, deadline())
+                if update is not None:
+                    outcome.received.append(update)
+                    if len(outcome.received) >= need:
+                        nursery.cancel_scope.cancel()  # quorum: the round closes now
+                    return
+
+        with trio.move_on_at(deadline()) as timer:
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(need, len(queue))):
+                    nursery.start_soon(ask_next)
+        if timer.cancelled_caught:
+            for source in pending:
+                self.avoided.missed(source, round_idx)
+                log.info("source %s did not answer round %d in time; avoiding it for a while", source, round_idx)
+        outcome.received.sort(key=lambda u: u.sender)
+        return outcome
+
+    async def _fetch(self, source: str, round_idx: int, deadline: float, min_round: int,
+                     outcome: PullOutcome) -> Optional[ModelUpdate]:
+        """One source's answer, decoded and checked; None (counted) when it fails. A source still training the
+        round waits for it only part of our time left, then sends its newest model (if not too stale)."""
+        asked = trio.current_time()
+        request = pull.encode_request(swarm_id=self.swarm_id, round_idx=round_idx,
+                                      wait=pull.WAIT_SHARE * (deadline - asked))
+        try:
+            payload = await self.p.transport.request(source, request, timeout=deadline - asked)
+        except TransportError as exc:
+            self.counters.send_failures += 1
+            log.info("source %s failed: %s", source, exc)
+            return None
+        outcome.answered += 1
+        self.answer_times.observe(trio.current_time() - asked)
+        with trio.CancelScope(shield=True):  # bounded CPU work: finish it even when the round closes meanwhile
+            update = await self._decode(source, payload, min_round)
+        if update is not None:
+            self.avoided.answered(source)
+        return update
+
+    async def _decode(self, source: str, payload: bytes, min_round: int) -> Optional[ModelUpdate]:
+        try:
+            decoded = await self._work(
+                lambda: wire.decode_update(payload, expected=self.expected, swarm_id=self.swarm_id,
+                                           max_bytes=self.max_update)
+            )
+        except wire.WireRejected as exc:
+            self.counters.reject(exc.reason.value)
+            log.warning("rejected update from %s: %s (%s)", source, exc.reason.value, exc.detail)
+            return None
+        header = decoded.header
+        if header.sender != source:
+            self.counters.reject("sender_mismatch")
+            return None
+        if header.round < min_round:
+            self.counters.reject("stale_round")
+            return None
+        self.counters.updates_accepted += 1
+        return ModelUpdate(source, header.round, header.num_samples, decoded.tensors, header.metadata)
+
+    # -- before the first round --------------------------------------------------------------------------------
 
     async def _wait_for_first_peer(self) -> None:
         """Give peers started at the same time a moment to appear, so round 1 is already a shared one."""
@@ -241,6 +330,43 @@ class Peer:
             while not self.view.alive(trio.current_time()):
                 with trio.move_on_after(1.0):
                     await self._changed.wait()
+
+    async def _catch_up(self) -> None:
+        """A peer far behind the swarm (no checkpoint, or an old one) first averages the newest models of at
+        least two peers with the manifest's rule and adopts the swarm's round, instead of training from an old
+        model and offering it as current."""
+        if self.options.isolated or self.completed >= self.options.rounds:
+            return
+        assert self.view is not None
+        with trio.move_on_after(self.options.announce_interval):  # peers answer a newcomer's announcement at once
+            while len(self.view.alive(trio.current_time())) < CATCH_UP_SOURCES:
+                await self._changed.wait()
+        candidates = self._source_candidates(trio.current_time())
+        swarm_round = max((c.last_round for c in candidates), default=0)
+        if swarm_round - self.completed <= self.options.staleness:
+            return
+        order = [c.peer_id for c in sorted(candidates, key=lambda c: -c.last_round)]
+        started = trio.current_time()
+        need = max(CATCH_UP_SOURCES, int(getattr(self.p.aggregator, "min_updates", 0) or 0))
+        cap = started + self.options.gossip_interval
+        outcome = await self._pull(pull.NEWEST, need, order, lambda: cap,
+                                   min_round=swarm_round - self.options.staleness)
+        if not outcome.received:
+            log.warning("could not catch up with the swarm at round %d: no peer answered", swarm_round)
+            return
+        first, *others = outcome.received
+        if others:
+            await self._work(self._aggregate, first, others)
+        else:
+            await self._work(self.p.model.load_state_dict, dict(first.tensors))
+        adopted = min(max(u.round for u in outcome.received), self.options.rounds)
+        self.completed = self.round = self.pushed = adopted
+        seconds = trio.current_time() - started
+        log.info("caught up with the swarm at round %d from %d peer(s) in %.2f s", adopted, len(outcome.received),
+                 seconds)
+        self._emit("caught_up", round=adopted, peers=[u.sender for u in outcome.received], seconds=round(seconds, 3))
+
+    # -- the round ---------------------------------------------------------------------------------------------
 
     def _train(self) -> Any:
         steps = self.options.steps_for(_batches_per_epoch(self.p.train_data))
@@ -277,6 +403,13 @@ class Peer:
         if self._callback_error is not None:
             raise self._callback_error
 
+    async def _publish(self, own_tensors: dict[str, Any], round_idx: int) -> None:
+        """Make this round's model available to the peers that ask for it."""
+        payload = await self._work(self._encode, own_tensors, round_idx)
+        self._served = (round_idx, payload)
+        self.pushed = round_idx
+        self._notify()
+
     async def _round(self, round_idx: int) -> dict[str, Any]:
         assert self.view is not None
         self._raise_callback_error()
@@ -286,23 +419,16 @@ class Peer:
         trained = await self._work(self._train)
         train_seconds = trio.current_time() - started
         own_tensors = await self._work(self._snapshot)
+        outcome, need = PullOutcome(), 0
         if not self.options.isolated:
-            payload = await self._work(self._encode, own_tensors, round_idx)
-            me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
-            candidates = [me, *self.view.candidates(trio.current_time())]
-            targets = [t for t in self.p.topology.select(self.peer_id, candidates, round_idx, self.rng)
-                       if t != self.peer_id]
-            async with trio.open_nursery() as sends:
-                for target in targets:
-                    sends.start_soon(self._send, target, payload)
-        self.pushed = round_idx
-        await self._announce()
-        if not self.options.isolated:
-            await self._wait_for_peers(round_idx, started + self.options.gossip_interval)
+            await self._publish(own_tensors, round_idx)
+            need, order = self._pick_sources(round_idx)
+            pulled, cap = trio.current_time(), started + self.options.gossip_interval
+            floor = max(pull.DEADLINE_FLOOR_S, train_seconds)  # a source that trains as fast as we do is not late
+            outcome = await self._pull(round_idx, need, order, lambda: self._deadline(pulled, cap, floor),
+                                       min_round=round_idx - self.options.staleness)
         self._raise_callback_error()
-        received, stale = self.inbox.take(min_round=round_idx - self.options.staleness)
-        for _ in range(stale):
-            self.counters.reject("stale_round")
+        received = outcome.received
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
         used: tuple[str, ...] = ()
         samples = self.p.num_samples
@@ -312,10 +438,12 @@ class Peer:
             samples = sum(u.num_samples for u in (own, *received) if u.sender in result.used)
             log.info("aggregated models from %d peer(s) in round %d: %s (%d samples)", len(used), round_idx,
                      ", ".join(used), samples)
-            self._emit("aggregated", round=round_idx, peers=list(used), samples=samples)
+            self._emit("aggregated", round=round_idx, peers=list(used), samples=samples,
+                       inputs=[u.sender for u in received])
             self.p.hooks.quinkgl_on_aggregation_done(peer_ids=list(used), sample_count=samples)
-        else:
-            log.info("no updates received in round %d; keeping the local model", round_idx)
+        elif not self.options.isolated:
+            log.info("no source answered in round %d; keeping the local model", round_idx)
+        fell_back = not self.options.isolated and len(received) < max(1, self.p.aggregator.min_updates)
         eval_started = trio.current_time()
         evaluated = await self._work(self._evaluate)
         eval_seconds = trio.current_time() - eval_started
@@ -329,6 +457,11 @@ class Peer:
             "peers": len(self.view.alive(trio.current_time())),
             "aggregated_from": list(used),
             "samples": samples,
+            "sources_needed": need,
+            "sources_asked": outcome.asked,
+            "sources_answered": outcome.answered,
+            "sources_used": len(used),
+            "fell_back": fell_back,
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
             "updates_sent": self.counters.updates_sent,
@@ -347,22 +480,35 @@ class Peer:
         self._emit("round_end", **metrics)
         return metrics
 
+    async def _linger(self) -> None:
+        """After the last round keep serving the final model while peers we know are still running (they may
+        have picked us as a source), at most ``--gossip-interval``."""
+        assert self.view is not None
+        if self.options.isolated:
+            return
+        with trio.move_on_after(self.options.gossip_interval):
+            while self.view.alive(trio.current_time()):
+                with trio.move_on_after(1.0):
+                    await self._changed.wait()
+
     async def run(self) -> list[dict[str, Any]]:
         """Run the remaining rounds; return the metrics of each round run."""
         self.p.transport.set_handlers(on_announcement=self._on_announcement, on_payload=self._on_payload,
-                                      on_peer_lost=self._on_peer_lost,
+                                      on_peer_lost=self._on_peer_lost, on_request=self._on_request,
                                       admits=lambda pid: self.view is not None and self.view.is_compatible(pid))
         async with self.p.transport:
             self.view = PeerView(self.peer_id, self.options.peer_timeout)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._decode_loop)
                 nursery.start_soon(self._announce_loop)
                 self._emit("started", start_round=self.completed, rounds=self.options.rounds)
                 await self._wait_for_first_peer()
+                await self._catch_up()
                 for round_idx in range(self.completed + 1, self.options.rounds + 1):
                     await self._round(round_idx)
                 self.done = True
+                self._notify()
                 await self._announce()
+                await self._linger()
                 nursery.cancel_scope.cancel()
         self._emit("finished", rounds=self.completed)
         return self.history
@@ -380,6 +526,7 @@ class Peer:
         """Final numbers for the peer's summary line / table."""
         last = self.history[-1] if self.history else {}
         stats = self.p.transport.stats()
+        rounds = [m for m in self.history if "fell_back" in m]
         return {
             "node_id": self.options.node_id,
             "peer_id": self.peer_id,
@@ -390,6 +537,11 @@ class Peer:
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
             "rejected": {**self.counters.rejected, **dict(stats.rejected)},
+            "sources_asked": sum(m["sources_asked"] for m in rounds),
+            "sources_answered": sum(m["sources_answered"] for m in rounds),
+            "sources_used": sum(m["sources_used"] for m in rounds),
+            "fell_back": sum(1 for m in rounds if m["fell_back"]),
+            "announcements_handled": self.announcements_handled,
         }
 
 

@@ -1,8 +1,9 @@
 """What a peer knows about the others: their announcements, checked and kept with the time last heard.
 
-An announcement is a small JSON document every peer publishes about itself each second and whenever its state
-changes. Only peers announcing our swarm ID and our arch hash are compatible: others are ignored with a logged,
-counted reason. The sender's identity comes from the transport (authenticated), never from the document.
+An announcement is a small JSON document every peer publishes about itself every few seconds (discovery and
+liveness only; no round waits on announcements). Only peers announcing our swarm ID and our arch hash are
+compatible: others are ignored with a logged, counted reason. The sender's identity comes from the transport
+(authenticated), never from the document.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class PeerState:
 
 
 class PeerView:
-    """The compatible peers heard from, and the round barrier built on their announcements."""
+    """The compatible peers heard from: the candidates a topology picks sources from."""
 
     def __init__(self, own_id: str, timeout: float):
         self.own_id = own_id
@@ -114,10 +115,6 @@ class PeerView:
     def candidates(self, now: float) -> list[PeerCandidate]:
         """Push targets a topology may choose from."""
         return [PeerCandidate(p.peer_id, p.round, dict(p.metadata)) for p in self.alive(now)]
-
-    def waiting_for(self, round_idx: int, now: float) -> list[str]:
-        """Alive peers that are in step with us (not far behind) and have not pushed ``round_idx`` yet."""
-        return [p.peer_id for p in self.alive(now) if p.pushed < round_idx and p.round >= round_idx - 1]
 
     def snapshot(self) -> dict[str, Any]:
         """The view as JSON for checkpoints."""

@@ -1,7 +1,8 @@
 """The in-process ``memory`` transport: peers in one Python process, joined through a named hub.
 
-It implements the same contract as the libp2p transport (:mod:`quinkgl.transport`) — announcements, payloads with
-a size cap, peer loss — so the runtime and the simulator exercise exactly the code paths a networked peer does.
+It implements the same contract as the libp2p transport (:mod:`quinkgl.transport`) — announcements, requests
+and payloads with their size caps, peer loss — so the runtime and the simulator exercise exactly the code paths a
+networked peer does.
 Deliveries are synchronous handler calls on the event loop; bytes are passed, never objects.
 """
 
@@ -11,8 +12,9 @@ import itertools
 from typing import Any, Optional
 
 import attrs
+import trio
 
-from quinkgl.transport import TransportConfig, TransportError, TransportStats
+from quinkgl.transport import MAX_REQUEST_BYTES, TransportConfig, TransportError, TransportStats
 
 _hubs: dict[str, dict[str, "MemoryTransport"]] = {}
 _ids = itertools.count(1)
@@ -45,10 +47,13 @@ class MemoryTransport:
     def listen_addrs(self) -> list[str]:
         return []
 
-    def set_handlers(
-        self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None, admits: Optional[Any] = None
-    ) -> None:
-        self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost}
+    def set_handlers(self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None,
+                     on_request: Optional[Any] = None, admits: Optional[Any] = None) -> None:
+        self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost,
+                          "request": on_request}
+
+    def _count_rejected(self, reason: str) -> None:
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
 
     def _hub(self) -> dict[str, MemoryTransport]:
         return _hubs.setdefault(self.hub_name, {})
@@ -80,13 +85,42 @@ class MemoryTransport:
         if target is None or not target._open or target.config.options.get("observer"):
             raise TransportError(f"peer {peer_id} is not reachable")
         if len(payload) > target.config.max_payload_bytes:
-            target._rejected["oversized"] = target._rejected.get("oversized", 0) + 1
+            target._count_rejected("oversized")
             raise TransportError(f"payload of {len(payload)} bytes exceeds the receiver's limit")
         self._stats["bytes_sent"] += len(payload)
         self._stats["payloads_sent"] += 1
         target._stats["bytes_received"] += len(payload)
         target._stats["payloads_received"] += 1
         target._handlers["payload"](self._peer_id, bytes(payload))
+
+    async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:
+        target = self._hub().get(peer_id)
+        if target is None or not target._open or peer_id == self._peer_id:
+            raise TransportError(f"peer {peer_id} is not reachable")
+        if len(message) > MAX_REQUEST_BYTES:
+            target._count_rejected("request_too_large")
+            raise TransportError(f"request of {len(message)} bytes exceeds {MAX_REQUEST_BYTES}")
+        handler = target._handlers.get("request")
+        if handler is None:
+            raise TransportError(f"peer {peer_id} refused the request: no request handler")
+        self._stats["bytes_sent"] += len(message)
+        with trio.move_on_after(max(timeout, 0.0)) as scope:
+            try:
+                response = bytes(await handler(self._peer_id, bytes(message)))
+            except Exception as exc:  # the serving side refused (RequestRefused) or failed
+                raise TransportError(f"peer {peer_id} refused the request: {exc}") from None
+        if scope.cancelled_caught:
+            raise TransportError(f"request to {peer_id} timed out after {timeout:g} s")
+        if not target._open:
+            raise TransportError(f"peer {peer_id} left before answering")
+        if len(response) > self.config.max_payload_bytes:
+            self._count_rejected("response_too_large")
+            raise TransportError(f"response of {len(response)} bytes exceeds max_payload_bytes")
+        target._stats["bytes_sent"] += len(response)
+        target._stats["payloads_sent"] += 1
+        self._stats["bytes_received"] += len(response)
+        self._stats["payloads_received"] += 1
+        return response
 
     def connected_peers(self) -> list[str]:
         return [p for p in self._hub() if p != self._peer_id]
