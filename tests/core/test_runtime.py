@@ -13,7 +13,7 @@ from quinkgl import wire
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.runtime.peerview import encode_announcement
 from quinkgl.script import ScriptPlugin
-from quinkgl.transport import TransportConfig
+from quinkgl.transport import TransportConfig, TransportError
 from quinkgl.transports.memory import MemoryParams, MemoryTransport
 
 
@@ -103,9 +103,10 @@ def test_bad_updates_are_counted_and_foreign_peers_ignored(guide_script, mnist_r
                 with trio.fail_after(30):  # one at a time: a burst would be cut off as flooding (tested below)
                     while target.counters.updates_accepted + target.counters.updates_rejected == handled:
                         await trio.sleep(0.01)
-            await foreign.send(target.peer_id,
-                               wire.encode_update(good, swarm_id=manifest.swarm_id, sender=foreign.peer_id, round=1,
-                                                  num_samples=1), timeout=5)
+            with pytest.raises(TransportError, match="does not admit"):  # refused before its bytes are delivered
+                await foreign.send(target.peer_id,
+                                   wire.encode_update(good, swarm_id=manifest.swarm_id, sender=foreign.peer_id,
+                                                      round=1, num_samples=1), timeout=5)
             while target.completed < 2:
                 await trio.sleep(0.05)
 
@@ -115,8 +116,9 @@ def test_bad_updates_are_counted_and_foreign_peers_ignored(guide_script, mnist_r
     assert all(p.completed == 3 for p in peers)  # training went on
     rejected = target.counters.rejected
     for reason in ("bad_magic", "truncated", "shape_mismatch", "non_finite", "wrong_swarm", "sender_mismatch",
-                   "unknown_peer", "announcement_other_swarm"):
+                   "announcement_other_swarm"):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
+    assert target.p.transport.stats().rejected.get("not_admitted", 0) >= 1  # the foreign peer's update
     # nobody pushed to the foreign peer; only the honest peer's updates were aggregated
     assert not [k for k in sent if "foreign" in k]
     assert all(set(m["aggregated_from"]) <= {peers[1].peer_id} for m in target.history)
@@ -139,6 +141,10 @@ def test_a_flooding_sender_is_cut_off_and_counted(guide_script, mnist_root):
         rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="flood"))
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
         async with rogue:
+            # It announces first: a stranger's payloads are refused by the transport before any queueing.
+            await rogue.announce(encode_announcement(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash,
+                                                     node_id="flood", round_idx=0, pushed=0, done=False, metrics={},
+                                                     metadata={}))
             for _ in range(50):  # synchronous deliveries: the decoder gets no chance to drain in between
                 await rogue.send(target.peer_id, b"x" * 1000, timeout=5)
             while target.completed < 1:

@@ -24,6 +24,8 @@ class ExitCode(enum.IntEnum):
     KEY_ERROR = 9  # key file missing, unreadable, not Ed25519, or would be overwritten
     SCRIPT_ERROR = 10  # the peer script is missing a function, raised, or returned the wrong thing
     DATA_ERROR = 11  # dataset files missing or corrupt, loader yields the wrong shapes
+    CHECKPOINT_IN_USE = 13  # another process holds the --checkpoint-dir (12 is reserved for network failures)
+    NOT_A_MEMBER = 14  # a certified swarm, and this peer has no valid membership certificate for it
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 
@@ -104,6 +106,25 @@ class DataError(QuinkGLError):
     """Dataset files are missing or corrupt, or a loader yields data that does not fit the manifest."""
 
     exit_code = ExitCode.DATA_ERROR
+
+
+class CheckpointInUseError(QuinkGLError):
+    """Another process (or another peer in this one) already uses this checkpoint directory."""
+
+    exit_code = ExitCode.CHECKPOINT_IN_USE
+
+
+class MembershipError(QuinkGLError):
+    """A membership certificate is missing, unreadable, forged, expired, or for another swarm or peer.
+
+    ``reason`` is a short counter key: malformed, bad_signature, wrong_creator, other_swarm, other_peer, expired,
+    missing."""
+
+    exit_code = ExitCode.NOT_A_MEMBER
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class UsageError(QuinkGLError):

@@ -22,7 +22,7 @@ from quinkgl.plugins.requirements import resolve_components
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.transport import TransportConfig
 
-_PARTITION_RE = re.compile(r"^(iid|dirichlet:(\d+(\.\d+)?))$")
+_PARTITION_RE = re.compile(r"^(iid|dirichlet:(\d+(\.\d+)?))\Z")
 
 
 @attrs.frozen(kw_only=True)

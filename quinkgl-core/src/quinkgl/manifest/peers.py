@@ -8,8 +8,10 @@ from typing import Optional
 
 import attrs
 
-_PEER_ID_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{20,128}$")  # base58btc
-_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_PEER_ID_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{20,128}\Z")  # base58btc
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
 
 
 @attrs.frozen

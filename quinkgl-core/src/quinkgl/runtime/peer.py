@@ -7,6 +7,7 @@ that only queue and return; a decoder task turns payloads into checked updates i
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -17,15 +18,27 @@ import trio
 
 from quinkgl import wire
 from quinkgl.aggregation import ModelUpdate
+from quinkgl.errors import QuinkGLError
+from quinkgl.membership import MembershipGate
+from quinkgl.runtime.bounded import BoundedSet, RateLimit
 from quinkgl.runtime.inbox import Inbox
 from quinkgl.runtime.options import PeerOptions
-from quinkgl.runtime.peerview import AnnouncementRejected, PeerView, encode_announcement, parse_announcement
+from quinkgl.runtime.peerview import (
+    MAX_ROUND_LEAD,
+    AnnouncementRejected,
+    PeerView,
+    encode_announcement,
+    parse_announcement,
+)
 from quinkgl.runtime.training import BatchStream, evaluate, train_steps
 from quinkgl.topology import PeerCandidate
 
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
 MAX_PENDING_PER_SENDER = 2  # a sender has at most this many undecoded updates queued; more are dropped, counted
+MAX_REMEMBERED_PEERS = 4096  # ignored / discovered peer IDs remembered (each for at most PEER_MEMORY_TTL seconds)
+PEER_MEMORY_TTL = 600.0
+IGNORED_WARNINGS_PER_MINUTE = 10
 
 
 @attrs.define
@@ -67,6 +80,7 @@ class PeerParts:
     store: Any = None  # CheckpointStore or None
     start_round: int = 0
     limiter: Optional[trio.CapacityLimiter] = None
+    membership_cert: Any = None  # this peer's MembershipCertificate in a certified swarm, else None
 
 
 class Peer:
@@ -95,8 +109,10 @@ class Peer:
         self._payloads_send, self._payloads_recv = trio.open_memory_channel(64)
         self._pending: dict[str, int] = {}  # undecoded payloads per sender: memory stays bounded under a flood
         self._decoding = 0
-        self._ignored_announcers: set[str] = set()
-        self._discovered: set[str] = set()
+        # Bounded: a flood of fresh peer IDs must not grow memory, callbacks or log lines without limit.
+        self._ignored_announcers = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
+        self._discovered = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
+        self._ignored_warnings = RateLimit(IGNORED_WARNINGS_PER_MINUTE, 60.0)
         self._callback_error: Optional[BaseException] = None  # a peer-script callback that raised on the loop
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -120,17 +136,19 @@ class Peer:
     def _on_announcement(self, sender: str, raw: bytes) -> None:
         if self.view is None:
             return  # not started yet; the sender announces again within a second
+        now = trio.current_time()
         try:
             doc = parse_announcement(raw, swarm_id=self.swarm_id, arch_hash=self.arch_hash)
+            first = self.view.observe(sender, doc, now, own_round=self.round)
         except AnnouncementRejected as exc:
             self.counters.reject(f"announcement_{exc.reason}")
-            if sender not in self._ignored_announcers:
-                self._ignored_announcers.add(sender)
-                log.warning("ignoring peer %s: %s (%s)", sender, exc.reason.replace("_", " "), exc)
+            if self._ignored_announcers.add(sender, now) and self._ignored_warnings.allow(now):
+                suppressed = self._ignored_warnings.take_suppressed()
+                log.warning("ignoring peer %s: %s (%s)%s", sender, exc.reason.replace("_", " "), exc,
+                            f"; {suppressed} similar warning(s) suppressed" if suppressed else "")
                 self._emit("peer_ignored", sender=sender, reason=exc.reason, detail=str(exc))
             return
-        if self.view.observe(sender, doc, trio.current_time()) and sender not in self._discovered:
-            self._discovered.add(sender)  # once per peer, even if it drops out of the view and comes back
+        if first and self._discovered.add(sender, now):  # once per peer, even if it leaves the view and comes back
             self._emit("peer_discovered", sender=sender, node=doc["node_id"])
             try:
                 self.p.hooks.quinkgl_on_peer_discovered(peer_id=sender)
@@ -166,8 +184,14 @@ class Peer:
                     del self._pending[sender]
                 self._notify()
 
+    def admits(self, peer_id: str) -> bool:
+        """Whether this peer exchanges anything with ``peer_id`` (in the view; a member, in a certified swarm).
+
+        Transports may call it before reading any bytes from ``peer_id``."""
+        return self.view is not None and self.view.admits(peer_id)
+
     async def _accept(self, sender: str, payload: bytes) -> None:
-        if self.view is None or not self.view.is_compatible(sender):
+        if not self.admits(sender):
             self.counters.reject("unknown_peer")
             return
         try:
@@ -183,6 +207,9 @@ class Peer:
             self.counters.reject("sender_mismatch")
             return
         header = decoded.header
+        if header.round > self.round + MAX_ROUND_LEAD:  # round 2**53 must not outrank every real update
+            self.counters.reject("far_future_round")
+            return
         update = ModelUpdate(sender, header.round, header.num_samples, decoded.tensors, header.metadata)
         reason = self.inbox.offer(update, min_round=self.round - self.options.staleness)
         if reason:
@@ -198,6 +225,7 @@ class Peer:
         doc = encode_announcement(
             swarm_id=self.swarm_id, arch_hash=self.arch_hash, node_id=self.options.node_id, round_idx=self.round,
             pushed=self.pushed, done=self.done, metrics=metrics, metadata=self.metadata,
+            cert=self.p.membership_cert.to_dict() if self.p.membership_cert is not None else None,
         )
         try:
             await self.p.transport.announce(doc)
@@ -263,13 +291,12 @@ class Peer:
         return evaluate(self.p.model, self.p.val_data, self.p.loss_fn, self.options.device, self.p.classify,
                         self.options.max_eval_batches)
 
-    def _checkpoint(self, round_idx: int, metrics: dict[str, Any]) -> None:
+    def _checkpoint(self, round_idx: int, metrics: dict[str, Any], view: dict[str, Any]) -> None:
+        # Runs in a worker thread: ``view`` is a snapshot taken on the event loop, which keeps changing the view.
         store = self.p.store
         if store is None:
             return
-        assert self.view is not None
-        store.save(round_idx, self.p.model.state_dict(), self.p.optimizer.state_dict(), metrics,
-                   self.view.snapshot(),
+        store.save(round_idx, self.p.model.state_dict(), self.p.optimizer.state_dict(), metrics, view,
                    extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash, "node_id": self.options.node_id})
         store.metrics_log.append(metrics)
 
@@ -341,17 +368,32 @@ class Peer:
         }
         self.history.append(metrics)
         self.p.hooks.quinkgl_on_round_end(round_idx=round_idx, metrics=metrics)
-        await self._work(self._checkpoint, round_idx, metrics)
+        await self._work(self._checkpoint, round_idx, metrics, self.view.snapshot())
         self.completed = round_idx
         self._emit("round_end", **metrics)
         return metrics
 
     async def run(self) -> list[dict[str, Any]]:
         """Run the remaining rounds; return the metrics of each round run."""
-        self.p.transport.set_handlers(on_announcement=self._on_announcement, on_payload=self._on_payload,
-                                      on_peer_lost=self._on_peer_lost)
+        handlers: dict[str, Any] = dict(on_announcement=self._on_announcement, on_payload=self._on_payload,
+                                        on_peer_lost=self._on_peer_lost)
+        if "admits" in inspect.signature(self.p.transport.set_handlers).parameters:
+            handlers["admits"] = self.admits  # transports that can refuse strangers before reading their bytes
+        self.p.transport.set_handlers(**handlers)
+        try:
+            await self._run_rounds()
+        finally:
+            if self.p.store is not None:
+                self.p.store.release_lock()
+        self._emit("finished", rounds=self.completed)
+        return self.history
+
+    async def _run_rounds(self) -> None:
         async with self.p.transport:
-            self.view = PeerView(self.peer_id, self.options.peer_timeout)
+            gate = None
+            if getattr(self.p.manifest, "membership", "open") == "certified":
+                gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
+            self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._decode_loop)
                 nursery.start_soon(self._announce_loop)
@@ -362,17 +404,23 @@ class Peer:
                 self.done = True
                 await self._announce()
                 nursery.cancel_scope.cancel()
-        self._emit("finished", rounds=self.completed)
-        return self.history
 
     def final_checkpoint(self) -> None:
         """Save the model as it stands under the last completed round (after an interruption)."""
         if self.p.store is None or self.view is None:
             return
-        last = self.history[-1] if self.history else {"round": self.completed}
-        self.p.store.save(self.completed, self.p.model.state_dict(), self.p.optimizer.state_dict(), last,
-                          self.view.snapshot(), extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash,
-                                                       "node_id": self.options.node_id, "interrupted": True})
+        try:
+            self.p.store.acquire_lock()  # released when the run ended; another process may have taken it since
+        except QuinkGLError as exc:
+            log.warning("no final checkpoint: %s", exc)
+            return
+        try:
+            last = self.history[-1] if self.history else {"round": self.completed}
+            self.p.store.save(self.completed, self.p.model.state_dict(), self.p.optimizer.state_dict(), last,
+                              self.view.snapshot(), extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash,
+                                                           "node_id": self.options.node_id, "interrupted": True})
+        finally:
+            self.p.store.release_lock()
 
     def summary(self) -> dict[str, Any]:
         """Final numbers for the peer's summary line / table."""
