@@ -255,3 +255,10 @@ def test_write_manifest_roundtrip_still_works(tmp_path):
     manifest = make_manifest(CREATOR)
     write_manifest(manifest, tmp_path / "m.qgl")
     assert load_manifest(tmp_path / "m.qgl") == manifest
+
+
+def test_a_libp2p_identity_key_that_is_a_fifo_fails_instead_of_hanging(tmp_path):
+    identity = pytest.importorskip("quinkgl_transport_libp2p.identity")
+    os.mkfifo(tmp_path / identity.IDENTITY_FILENAME)
+    with must_not_hang(), pytest.raises(identity.IdentityError, match="not a regular file"):
+        identity.load_or_create_identity(tmp_path)

@@ -235,6 +235,20 @@ class MembershipGate:
         return cert
 
 
+def check_own_certificate(manifest: Any, cert: Optional[MembershipCertificate], peer_id: str, source: str = "") -> None:
+    """Raise :class:`MembershipError` unless ``cert`` lets this peer (``peer_id``) take part in ``manifest``'s swarm
+    (nothing to check for an open swarm)."""
+    if getattr(manifest, "membership", MEMBERSHIP_OPEN) != MEMBERSHIP_CERTIFIED:
+        return
+    if cert is None:
+        own_certificate(manifest, None, peer_id)
+        return
+    try:
+        check_certificate(cert, swarm_id=manifest.swarm_id, creator_pubkey=manifest.creator_pubkey, peer_id=peer_id)
+    except MembershipError as err:
+        raise MembershipError(f"{source + ': ' if source else ''}{err}", err.reason) from None
+
+
 def own_certificate(manifest: Any, cert_path: Optional[str], peer_id: str) -> Optional[MembershipCertificate]:
     """The peer's own certificate for a certified swarm (checked against its peer ID); None for an open swarm.
 
@@ -247,8 +261,5 @@ def own_certificate(manifest: Any, cert_path: Optional[str], peer_id: str) -> Op
             f"swarm {manifest.name!r} admits only certified members: pass --membership-cert FILE (the manifest's "
             f"creator issues one with `quinkgl admit --peer-id {peer_id} …`)", "missing")
     cert = load_certificate(cert_path)
-    try:
-        check_certificate(cert, swarm_id=manifest.swarm_id, creator_pubkey=manifest.creator_pubkey, peer_id=peer_id)
-    except MembershipError as err:
-        raise MembershipError(f"{cert_path}: {err}", err.reason) from None
+    check_own_certificate(manifest, cert, peer_id, cert_path)
     return cert

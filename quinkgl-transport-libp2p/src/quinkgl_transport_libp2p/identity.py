@@ -19,9 +19,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from quinkgl.fsutil import read_regular_file
+
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILENAME = "libp2p-identity.pem"
+MAX_IDENTITY_BYTES = 64 * 1024
 
 
 class IdentityError(Exception):
@@ -52,7 +55,7 @@ def identity_path(state_dir: str | os.PathLike[str]) -> Path:
 def read_identity(path: Path) -> bytes:
     """Return the 32-byte Ed25519 seed stored at ``path`` (PKCS#8 PEM)."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_IDENTITY_BYTES)  # a FIFO or /dev/zero planted here fails, never hangs
     except OSError as exc:
         raise IdentityError(f"cannot read identity key {path}: {exc}") from exc
     try:

@@ -178,10 +178,11 @@ def build_peer(
 
     ``make_transport(max_payload_bytes)`` builds the transport once the model (and so the payload cap) is known."""
     resolved = resolved or resolve_components(manifest, registry)
+    membership_cert = None
     if getattr(manifest, "membership", "open") == "certified":  # fail before any model or data is built
         if not options.membership_cert:
             own_certificate(manifest, None, "<this peer's ID>")
-        load_certificate(options.membership_cert)  # checked against the peer ID once the transport exists
+        membership_cert = load_certificate(options.membership_cert)  # bound to the peer ID once the transport runs
     store = None
     start_round = 0
     if options.checkpoint_dir:
@@ -200,7 +201,6 @@ def build_peer(
         from quinkgl import wire
 
         transport = make_transport(wire.max_update_bytes(wire.model_spec(model.state_dict())))
-        membership_cert = own_certificate(manifest, options.membership_cert, transport.peer_id)
     except BaseException:
         if store is not None:
             store.release_lock()

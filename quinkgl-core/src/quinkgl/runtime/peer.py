@@ -19,7 +19,7 @@ import trio
 from quinkgl import wire
 from quinkgl.aggregation import ModelUpdate
 from quinkgl.errors import QuinkGLError
-from quinkgl.membership import MembershipGate
+from quinkgl.membership import MembershipGate, check_own_certificate
 from quinkgl.runtime.bounded import BoundedSet, RateLimit
 from quinkgl.runtime.inbox import Inbox
 from quinkgl.runtime.options import PeerOptions
@@ -389,21 +389,36 @@ class Peer:
         return self.history
 
     async def _run_rounds(self) -> None:
+        refused: Optional[QuinkGLError] = None
         async with self.p.transport:
-            gate = None
-            if getattr(self.p.manifest, "membership", "open") == "certified":
-                gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
-            self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._decode_loop)
-                nursery.start_soon(self._announce_loop)
-                self._emit("started", start_round=self.completed, rounds=self.options.rounds)
-                await self._wait_for_first_peer()
-                for round_idx in range(self.completed + 1, self.options.rounds + 1):
-                    await self._round(round_idx)
-                self.done = True
-                await self._announce()
-                nursery.cancel_scope.cancel()
+            # The peer ID is known once the transport runs: a certificate for another peer stops us here (raised
+            # after the transport has closed, so it is reported as the reason, not as a failure to close).
+            try:
+                check_own_certificate(self.p.manifest, self.p.membership_cert, self.peer_id,
+                                      self.options.membership_cert or "")
+            except QuinkGLError as exc:
+                refused = exc
+            else:
+                await self._serve()
+        if refused is not None:
+            raise refused
+
+    async def _serve(self) -> None:
+        """The round loop, inside the running transport."""
+        gate = None
+        if getattr(self.p.manifest, "membership", "open") == "certified":
+            gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
+        self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._decode_loop)
+            nursery.start_soon(self._announce_loop)
+            self._emit("started", start_round=self.completed, rounds=self.options.rounds)
+            await self._wait_for_first_peer()
+            for round_idx in range(self.completed + 1, self.options.rounds + 1):
+                await self._round(round_idx)
+            self.done = True
+            await self._announce()
+            nursery.cancel_scope.cancel()
 
     def final_checkpoint(self) -> None:
         """Save the model as it stands under the last completed round (after an interruption)."""
