@@ -234,3 +234,14 @@ def test_a_peer_without_its_own_certificate_cannot_start(tmp_path, guide_script,
                   [options("m1", 1, mnist_root, membership_cert=str(path))], peer_ids=["thief"])
     found = user_error_in(info.value)
     assert isinstance(found, MembershipError) and "for peer member-0, not thief" in str(found)
+
+
+def test_the_simulator_runs_a_certified_manifest_as_an_open_swarm(guide_script, mnist_root):
+    from quinkgl.plugins.manager import build_registry
+    from quinkgl.simulate import SimulationOptions, simulate
+
+    manifest = fedavg_manifest(key=CREATOR, membership="certified")
+    options = SimulationOptions(peers=2, rounds=1, local_steps=5, max_eval_batches=5,
+                                script_args={"data_root": str(mnist_root)})
+    result = simulate(manifest, ScriptPlugin.from_file(guide_script), options, build_registry())
+    assert all(s["updates_accepted"] >= 1 for s in result.summaries)

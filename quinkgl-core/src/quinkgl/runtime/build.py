@@ -181,8 +181,9 @@ def build_peer(
     membership_cert = None
     if getattr(manifest, "membership", "open") == "certified":  # fail before any model or data is built
         if not options.membership_cert:
-            own_certificate(manifest, None, "<this peer's ID>")
-        membership_cert = load_certificate(options.membership_cert)  # bound to the peer ID once the transport runs
+            own_certificate(manifest, None, "<this peer's ID>")  # raises: no certificate given
+        else:
+            membership_cert = load_certificate(options.membership_cert)  # bound to the peer ID once running
     store = None
     start_round = 0
     if options.checkpoint_dir:
