@@ -54,10 +54,11 @@ def fedavg_manifest(**overrides):
     return make_manifest(**fields)
 
 
-def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer=None, extra=None):
+def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer=None, extra=None, peer_ids=None):
     """Run peers (one per script/options pair) over one memory hub in this process; returns the Peer objects.
 
-    ``extra(peers, hub)``, if given, is an async function run beside the peers (e.g. a misbehaving client)."""
+    ``extra(peers, hub)``, if given, is an async function run beside the peers (e.g. a misbehaving client);
+    ``peer_ids`` fixes the memory transports' peer IDs (e.g. to issue membership certificates for them)."""
     import trio
 
     from quinkgl.plugins.manager import build_registry
@@ -73,13 +74,16 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
     if len(options_list) == 1:  # a lone peer has nobody to wait for before its first round
         options_list = [attrs.evolve(options_list[0], discovery_wait=0)]
 
-    def factory(node_id):
+    def factory(node_id, peer_id=None):
         return lambda max_bytes: memory_transport(
-            MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
+            MemoryParams(hub=hub),
+            TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes,
+                            options={"peer_id": peer_id} if peer_id else {}),
         )
 
-    peers = [Peer(build_peer(manifest, script, options, registry, factory(options.node_id)), observer)
-             for script, options in zip(scripts, options_list)]
+    peer_ids = peer_ids or [None] * len(options_list)
+    peers = [Peer(build_peer(manifest, script, options, registry, factory(options.node_id, pid)), observer)
+             for script, options, pid in zip(scripts, options_list, peer_ids)]
 
     async def main():
         async with trio.open_nursery() as nursery:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 # command name -> "module:attribute"; imported only when that command runs, so `quinkgl --help` stays fast.
 COMMANDS = {
+    "admit": "quinkgl_cli.commands.admit:admit_command",
     "keygen": "quinkgl_cli.commands.keygen:keygen_command",
     "manifest": "quinkgl_cli.commands.manifest:manifest_group",
     "info": "quinkgl_cli.commands.info:info_command",

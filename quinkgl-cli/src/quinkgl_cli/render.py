@@ -24,6 +24,7 @@ def manifest_table(manifest: Any, signature: str, expired: bool) -> Any:
         ("Data policy", _component(manifest.data_policy)),
         ("Round limit", str(manifest.round_limit) if manifest.round_limit else "none"),
         ("Byzantine f", str(manifest.byzantine_f)),
+        ("Membership", manifest.membership),
         ("Expires", f"{manifest.expires_at}{' (EXPIRED)' if expired else ''}" if manifest.expires_at else "never"),
         ("Bootstrap peers", ", ".join(manifest.bootstrap_peers) or "none"),
         ("Created", manifest.created_at),

@@ -40,6 +40,7 @@ class ManifestOptions:
     byzantine_f: int = 0
     expires_at: str | None = None
     bootstrap_peers: Sequence[str] = ()
+    membership: str = "open"
 
 
 def create_manifest(options: ManifestOptions, registry: Registry, key: Ed25519PrivateKey | None = None) -> Manifest:
@@ -73,6 +74,7 @@ def create_manifest(options: ManifestOptions, registry: Registry, key: Ed25519Pr
         "expires_at": options.expires_at,
         "bootstrap_peers": list(options.bootstrap_peers),
         "created_at": format_time(utc_now()),
+        **({"membership": options.membership} if options.membership != "open" else {}),
         **components,
     }
     # Validated exactly like a manifest read from disk, so errors carry the same field paths.

@@ -29,13 +29,17 @@ folder, is reported but cannot hide an intact checkpoint. Every checkpoint passe
 Nothing here uses pickle: tensors go through safetensors, everything else through JSON. A torch optimizer's
 ``state_dict()`` is split into its tensors (keys such as ``state.0.momentum_buffer``) and a JSON tree that
 records the nesting, integer keys and tuples, so the rebuilt dict is accepted by ``optimizer.load_state_dict``.
-Loaded tensors are on the CPU. One process writes a directory at a time (the peer that owns it).
+Loaded tensors are on the CPU. One process writes a directory at a time: the peer that owns it holds an
+``flock`` on ``.lock`` (:meth:`CheckpointStore.acquire_lock`). Every file read is bounded and refuses
+anything but a regular file (a FIFO, a link to ``/dev/zero``), and ``metrics.jsonl`` is never written through
+a symlink.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +47,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,8 +57,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from quinkgl.fsutil import atomic_write_bytes, fsync_directory
-from quinkgl.errors import QuinkGLError
+from quinkgl.fsutil import atomic_write_bytes, fsync_directory, read_regular_file
+from quinkgl.errors import CheckpointInUseError, QuinkGLError
 
 __all__ = ["Checkpoint", "CheckpointDirError", "CheckpointStore", "MetricsLog", "SkippedCheckpoint"]
 
@@ -67,7 +72,11 @@ _STATE_FILE = "state.json"
 _LATEST_FILE = "latest"
 _METRICS_FILE = "metrics.jsonl"
 _TMP_PREFIX = ".tmp-"
-_ROUND_RE = re.compile(r"^round-(\d+)$")
+_LOCK_FILE = ".lock"
+MAX_STATE_BYTES = 64 * 1024 * 1024  # state.json: metrics, a bounded peer view, the optimizer's structure
+MAX_LATEST_BYTES = 256
+MAX_METRICS_LOG_BYTES = 256 * 1024 * 1024
+_ROUND_RE = re.compile(r"^round-([0-9]+)\Z")
 
 
 class CheckpointDirError(QuinkGLError):
@@ -217,7 +226,46 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.last_skipped: tuple[SkippedCheckpoint, ...] = ()
+        self._lock_fd: int | None = None
         self._ensure_usable()
+
+    def acquire_lock(self) -> None:
+        """Hold the directory for this store until :meth:`release_lock` (or the process ends).
+
+        Two peers writing one directory would share a peer ID and interleave their checkpoints; the second one
+        gets :class:`~quinkgl.errors.CheckpointInUseError` instead. The lock is an ``flock`` on ``.lock``, which
+        the kernel drops when the holder exits, however it exits. Idempotent."""
+        if self._lock_fd is not None:
+            return
+        path = self.directory / _LOCK_FILE
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise CheckpointDirError(f"cannot open lock file {path}: {exc.strerror or exc}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CheckpointDirError(f"lock file {path} is not a regular file; remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+                raise CheckpointInUseError(
+                    f"checkpoint directory {self.directory} is in use by process {holder}; two peers cannot share "
+                    "one --checkpoint-dir (they would run with the same peer ID): give each peer its own"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        """Let another process use the directory."""
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            os.close(fd)  # closing the only descriptor drops the flock
 
     @property
     def metrics_log(self) -> MetricsLog:
@@ -358,7 +406,7 @@ class CheckpointStore:
         """Report a ``latest`` pointer that is unreadable or names a missing folder (it is only a hint)."""
         pointer = self.directory / _LATEST_FILE
         try:
-            text = pointer.read_bytes().decode("utf-8").strip()
+            text = read_regular_file(pointer, MAX_LATEST_BYTES).decode("utf-8").strip()
         except FileNotFoundError:
             if names:
                 skipped.append(SkippedCheckpoint(pointer, "latest pointer is missing"))
@@ -383,8 +431,8 @@ def _remove_atomically(folder: Path) -> None:
 def _state_parses(folder: Path) -> bool:
     """Cheap completeness test used when pruning: does the folder's state.json parse as an object?"""
     try:
-        return isinstance(json.loads((folder / _STATE_FILE).read_bytes()), dict)
-    except (OSError, ValueError):
+        return isinstance(json.loads(read_regular_file(folder / _STATE_FILE, MAX_STATE_BYTES)), dict)
+    except (OSError, ValueError, RecursionError):
         return False
 
 
@@ -393,10 +441,15 @@ def _read_verified(folder: Path, name: str, files: dict[str, Any]) -> bytes:
     meta = files.get(name)
     if not isinstance(meta, dict):
         raise _Corrupt(f"state.json records no digest for {name}")
+    size = meta.get("size")
+    if type(size) is not int or size < 0:
+        raise _Corrupt(f"state.json records no valid size for {name}")
     try:
-        data = (folder / name).read_bytes()
+        data = read_regular_file(folder / name, size)
     except FileNotFoundError:
         raise _Corrupt(f"{name} is missing") from None
+    except OSError as exc:
+        raise _Corrupt(f"{name} is unreadable: {exc.strerror}") from None
     if len(data) != meta.get("size"):
         raise _Corrupt(f"{name} has {len(data)} bytes, state.json records {meta.get('size')} (truncated?)")
     if _sha256(data) != meta.get("sha256"):
@@ -407,9 +460,11 @@ def _read_verified(folder: Path, name: str, files: dict[str, Any]) -> bytes:
 def _load_folder(round_idx: int, folder: Path) -> Checkpoint:
     """Load and verify one round folder; raise _Corrupt (or anything a damaged file provokes) if not intact."""
     try:
-        raw = (folder / _STATE_FILE).read_bytes()
+        raw = read_regular_file(folder / _STATE_FILE, MAX_STATE_BYTES)
     except FileNotFoundError:
         raise _Corrupt("state.json is missing (incomplete checkpoint)") from None
+    except OSError as exc:
+        raise _Corrupt(f"state.json is unreadable: {exc.strerror}") from None
     try:
         state = json.loads(raw)
     except ValueError as exc:
@@ -451,23 +506,32 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line and flush it."""
+        """Append one record as a JSON line and flush it; refuses a symlink or anything but a regular file."""
         line = _dumps(record)
-        prefix = ""
-        # A crash can leave a last line without its newline; start a fresh line so the new record stays readable.
-        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > 0:
-                fh.seek(-1, os.SEEK_END)
-                prefix = "" if fh.read(1) == b"\n" else "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{prefix}{line}\n")
-            fh.flush()
+        # O_NOFOLLOW: a symlink planted as metrics.jsonl must not make us append to the file it points at.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise CheckpointDirError(
+                f"cannot append to {self.path}: {exc.strerror or exc} (a symlink is refused)"
+            ) from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise CheckpointDirError(f"{self.path} is not a regular file; remove it")
+            # A crash can leave a last line without its newline; start a fresh line so the new record stays readable.
+            prefix = "\n" if info.st_size > 0 and os.pread(fd, 1, info.st_size - 1) != b"\n" else ""
+            data = f"{prefix}{line}\n".encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
         """Return every record; a line cut short by a crash is skipped."""
         try:
-            text = self.path.read_bytes().decode("utf-8", errors="replace")
+            text = read_regular_file(self.path, MAX_METRICS_LOG_BYTES).decode("utf-8", errors="replace")
         except FileNotFoundError:
             return []
         records = []

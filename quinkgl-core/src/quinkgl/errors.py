@@ -28,7 +28,9 @@ class ExitCode(enum.IntEnum):
     SCRIPT_ERROR = 10  # the peer script is missing a function, raised, or returned the wrong thing
     DATA_ERROR = 11  # dataset files missing or corrupt, loader yields the wrong shapes
     NETWORK = 12  # the transport cannot start or reach peers: port in use, bad address, unusable bootstrap peer
+    CHECKPOINT_IN_USE = 13  # another process holds the --checkpoint-dir
     ROUNDS_INCOMPLETE = 14  # `run` ended, unasked, before completing its rounds (e.g. the network service stopped)
+    NOT_A_MEMBER = 15  # a certified swarm, and this peer has no valid membership certificate for it
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 
@@ -130,6 +132,25 @@ class NetworkError(QuinkGLError):
     """
 
     exit_code = ExitCode.NETWORK
+
+
+class CheckpointInUseError(QuinkGLError):
+    """Another process (or another peer in this one) already uses this checkpoint directory."""
+
+    exit_code = ExitCode.CHECKPOINT_IN_USE
+
+
+class MembershipError(QuinkGLError):
+    """A membership certificate is missing, unreadable, forged, expired, or for another swarm or peer.
+
+    ``reason`` is a short counter key: malformed, bad_signature, wrong_creator, other_swarm, other_peer, expired,
+    missing."""
+
+    exit_code = ExitCode.NOT_A_MEMBER
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class UsageError(QuinkGLError):

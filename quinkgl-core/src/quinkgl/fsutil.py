@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 
 
@@ -44,3 +45,50 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
             raise
     finally:
         os.close(fd)
+
+
+class UnsafeFileError(OSError):
+    """A local file QuinkGL reads is not a regular file, or is larger than that kind of file can be.
+
+    An :class:`OSError` with ``strerror`` set, so callers that report ``err.strerror`` need no change."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(errno.EINVAL, reason, path)
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """Read a regular file of at most ``max_bytes`` bytes; never blocks on a FIFO, never reads a device.
+
+    Symlinks to regular files are followed. A FIFO, socket, device (``/dev/zero``) or directory raises
+    :class:`UnsafeFileError`, and so does a file larger than ``max_bytes`` (checked before and while reading, so a
+    file growing underneath cannot make the read unbounded). Other failures are the usual :class:`OSError`."""
+    name = os.fspath(path)
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(name, f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise UnsafeFileError(name, f"file is {info.st_size} bytes, more than the {max_bytes} expected at most")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise UnsafeFileError(name, f"file is more than the {max_bytes} bytes expected at most")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a plain file"

@@ -8,9 +8,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from quinkgl.errors import KeyFileError
-from quinkgl.fsutil import atomic_write_bytes
+from quinkgl.fsutil import atomic_write_bytes, read_regular_file
 
 PUBKEY_PREFIX = "ed25519:"
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM Ed25519 key is about 120 bytes
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -32,8 +33,7 @@ def write_private_key(key: Ed25519PrivateKey, path: str, *, overwrite: bool = Fa
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM file, with a clear error for anything else."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(64 * 1024)
+        data = read_regular_file(path, MAX_KEY_FILE_BYTES)
     except OSError as err:
         raise KeyFileError(f"cannot read key file {path}: {err.strerror}") from None
     try:

@@ -8,6 +8,7 @@ shared (see :mod:`quinkgl.dataprep`); torch work is bounded by one limiter per c
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -21,6 +22,8 @@ from quinkgl.plugins.manager import Registry
 from quinkgl.plugins.requirements import resolve_components
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.transport import TransportConfig
+
+log = logging.getLogger("quinkgl.simulate")
 
 _PARTITION_RE = re.compile(r"(iid|dirichlet:(\d+(\.\d+)?)|groups:[1-9]\d{0,2})")
 
@@ -149,6 +152,11 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
     from quinkgl.transports.memory import MemoryParams, memory_transport
 
     started = time.monotonic()
+    if getattr(manifest, "membership", "open") != "open":
+        # Every simulated peer runs in this process on the user's behalf: there is nobody to keep out, and no
+        # creator key to certify them with. Membership is enforced by `quinkgl run`, not simulated.
+        log.info("simulating a certified swarm as an open one (membership is enforced by `quinkgl run`)")
+        manifest = attrs.evolve(manifest, membership="open")
     resolved = resolve_components(manifest, registry, skip_kinds=("transport",))
     cores = os.cpu_count() or 1
     limiter = trio.CapacityLimiter(cores)

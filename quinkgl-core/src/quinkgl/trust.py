@@ -17,13 +17,14 @@ import enum
 import fcntl
 import json
 import os
+import stat
 from typing import Iterable, Iterator, Optional
 
 import attrs
 
 from quinkgl import keys, paths
 from quinkgl.errors import ExpiredError, SignatureError, TrustError
-from quinkgl.fsutil import atomic_write_bytes
+from quinkgl.fsutil import atomic_write_bytes, read_regular_file
 from quinkgl.manifest.model import Manifest
 from quinkgl.manifest.signing import SignatureStatus, signature_status
 from quinkgl.manifest.times import format_time, is_expired, utc_now
@@ -48,6 +49,9 @@ class TrustDecision:
     first_seen: bool = False
 
 
+MAX_TOFU_STORE_BYTES = 16 * 1024 * 1024  # ~100,000 manifest names
+
+
 class TofuStore:
     """The per-user TOFU cache: manifest name → creator key, safe for concurrent peer processes."""
 
@@ -57,37 +61,54 @@ class TofuStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict]:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # five peers starting at once must not lose each other's entries
+        lock_path = self.path + ".lock"
+        try:  # O_NONBLOCK: a FIFO planted as the lock file fails here instead of hanging
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise TrustError(f"cannot open the TOFU lock file {lock_path}: {err.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TrustError(f"TOFU lock file {lock_path} is not a regular file; remove it deliberately")
+            fcntl.flock(fd, fcntl.LOCK_EX)  # five peers starting at once must not lose each other's entries
             try:
                 yield self._read()
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def _read(self) -> dict:
         try:
-            with open(self.path, "rb") as handle:
-                data = json.loads(handle.read())
+            data = json.loads(read_regular_file(self.path, MAX_TOFU_STORE_BYTES))
         except FileNotFoundError:
             return {"version": 1, "manifests": {}}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             # Never reset silently: that would forget every pinned creator.
             raise TrustError(f"TOFU store {self.path} is unreadable ({err}); fix or remove it deliberately") from None
         if not isinstance(data, dict) or not isinstance(data.get("manifests"), dict):
             raise TrustError(f"TOFU store {self.path} is not a QuinkGL TOFU file; fix or remove it deliberately")
         return data
 
+    def _entry(self, data: dict, name: str) -> Optional[str]:
+        """The creator key recorded for ``name`` (None if none); a damaged entry is a TrustError, not a guess."""
+        entry = data["manifests"].get(name)
+        if entry is None:
+            return None
+        creator = entry.get("creator_pubkey") if isinstance(entry, dict) else None
+        if not isinstance(creator, str):
+            raise TrustError(f"TOFU store {self.path}: the entry for manifest {name!r} is damaged (not an object "
+                             "with a creator_pubkey); fix or remove it deliberately")
+        return creator
+
     def lookup(self, name: str) -> Optional[str]:
         """The creator key first seen for manifest ``name``, if any."""
-        entry = self._read()["manifests"].get(name)
-        return entry.get("creator_pubkey") if isinstance(entry, dict) else None
+        return self._entry(self._read(), name)
 
     def check_and_remember(self, name: str, creator: str) -> bool:
         """Record ``creator`` for ``name`` on first sight (True); raise TrustError if another key is recorded."""
         with self._locked() as data:
-            entry = data["manifests"].get(name)
-            if entry is not None:
-                known = entry.get("creator_pubkey")
+            known = self._entry(data, name)
+            if known is not None:
                 if known != creator:
                     raise TrustError(
                         f"TOFU conflict: manifest {name!r} was first seen signed by {known}, "

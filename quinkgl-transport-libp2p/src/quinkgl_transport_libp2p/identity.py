@@ -21,11 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from quinkgl.errors import KeyFileError
+from quinkgl.fsutil import read_regular_file
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILENAME = "libp2p-identity.pem"
-_MAX_KEY_BYTES = 64 * 1024
+MAX_IDENTITY_BYTES = 64 * 1024
+_MAX_KEY_BYTES = MAX_IDENTITY_BYTES
 
 
 class IdentityError(KeyFileError):
@@ -56,10 +58,7 @@ def identity_path(state_dir: str | os.PathLike[str]) -> Path:
 def read_identity(path: Path) -> bytes:
     """Return the 32-byte Ed25519 seed stored at ``path`` (PKCS#8 PEM)."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_KEY_BYTES:
-            raise IdentityError(f"identity key {path} is not a regular file of at most {_MAX_KEY_BYTES} bytes")
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_IDENTITY_BYTES)  # a FIFO or /dev/zero planted here fails, never hangs
     except OSError as exc:
         raise IdentityError(f"cannot read identity key {path}: {exc}") from exc
     try:

@@ -42,6 +42,8 @@ def manifest_group() -> None:
 @click.option("--expires-at", help="Expiry date (YYYY-MM-DD, end of day UTC) or ISO datetime with timezone.")
 @click.option("--bootstrap-peer", "bootstrap_peers", multiple=True, metavar="HOST:PORT",
               help="Bootstrap peer: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
+@click.option("--membership", type=click.Choice(["open", "certified"]), default="open", show_default=True,
+              help="certified: only peers holding a certificate from `quinkgl admit` may take part.")
 @click.option("--sign-with", type=click.Path(dir_okay=False), help="Creator private key (PEM file).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output manifest file.")
 def create_command(**opts: Any) -> None:
@@ -73,13 +75,18 @@ def create_command(**opts: Any) -> None:
         byzantine_f=opts["byzantine_f"],
         expires_at=opts["expires_at"],
         bootstrap_peers=opts["bootstrap_peers"],
+        membership=opts["membership"],
     )
+    if opts["membership"] == "certified" and not opts["sign_with"]:
+        raise click.UsageError("--membership certified needs --sign-with: the creator's key issues the certificates")
     key = keys.load_private_key(opts["sign_with"]) if opts["sign_with"] else None
     manifest = create_manifest(options, build_registry(), key)
     write_manifest(manifest, opts["output"])
     terminal.out(f"Manifest written to {opts['output']}")
     terminal.out(f"Swarm ID: {manifest.swarm_id}")
     terminal.out(f"Signed by: {manifest.creator_pubkey}" if key else "Unsigned (use --sign-with for production)")
+    if manifest.membership == "certified":
+        terminal.out("Membership: certified (issue each peer a certificate with `quinkgl admit`)")
     for req in manifest.plugins:
         terminal.out(f"Requires: {req.distribution}{req.specifier} ({', '.join(req.provides)})")
         if installed_version(req.distribution) is None:

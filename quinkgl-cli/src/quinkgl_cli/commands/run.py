@@ -29,6 +29,8 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--announce-addr", "announce_addrs", multiple=True, metavar="MULTIADDR",
               help="Address to announce to others (NAT / port forwarding): host:port or a multiaddr, repeatable.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints; a restart resumes from here.")
+@click.option("--membership-cert", type=click.Path(dir_okay=False),
+              help="This peer's membership certificate (`quinkgl admit`), required by a certified swarm.")
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus text at http://HOST:PORT/metrics (0: a free port; needs quinkgl-cli[metrics]).")
@@ -41,9 +43,9 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
                 local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool, trust_policy: str,
                 trusted_keys: tuple[str, ...], seed: int, node_id: Optional[str], host: str, port: int,
                 rounds: Optional[int], gossip_interval: float, bootstrap_peers: tuple[str, ...],
-                announce_addrs: tuple[str, ...], checkpoint_dir: Optional[str], max_eval_batches: Optional[int],
-                device: str, metrics_port: Optional[int], metrics_host: str, tensorboard_dir: Optional[str],
-                verbose: bool) -> None:
+                announce_addrs: tuple[str, ...], checkpoint_dir: Optional[str], membership_cert: Optional[str],
+                max_eval_batches: Optional[int], device: str, metrics_port: Optional[int], metrics_host: str,
+                tensorboard_dir: Optional[str], verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
     from quinkgl.extras import require_extra
 
@@ -78,7 +80,7 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
         node_id=node_id or f"{os.uname().nodename}-{os.getpid()}", rounds=rounds or manifest.round_limit or 10,
         local_steps=local_steps, local_epochs=local_epochs, gossip_interval=gossip_interval,
         script_args=parse_script_args(script_args), checkpoint_dir=checkpoint_dir, strict_manifest=strict_manifest,
-        seed=seed, device=device, max_eval_batches=max_eval_batches,
+        seed=seed, device=device, max_eval_batches=max_eval_batches, membership_cert=membership_cert,
     )
     network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs)
     progress = PeerProgress(options.rounds, live=live)

@@ -168,9 +168,10 @@ def structure_manifest(obj: Any, source: str | None = None) -> Manifest:
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a ``.qgl`` file."""
     source = os.fspath(path)
+    from quinkgl.fsutil import read_regular_file
+
     try:
-        with open(source, "rb") as handle:
-            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        data = read_regular_file(source, MAX_MANIFEST_BYTES)
     except OSError as err:
         raise ManifestError(f"cannot read manifest: {err.strerror}", source=source) from None
     return parse_manifest(data, source=source)
@@ -189,7 +190,10 @@ def structure_params(params: dict[str, Any], params_cls: type, where: str) -> An
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     """The manifest as the plain JSON object written to disk."""
-    return converter.unstructure(manifest)
+    obj = converter.unstructure(manifest)
+    if obj.get("membership") == "open":
+        del obj["membership"]  # the default; omitted so manifests older than the field keep their bytes
+    return obj
 
 
 def canonical_bytes(manifest: Manifest) -> bytes:

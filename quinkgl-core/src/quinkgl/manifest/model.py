@@ -15,12 +15,13 @@ SCHEMA_VERSION = 1
 TASK_TYPES = ("class", "regr", "seg", "det")
 LABEL_TYPES = ("integer", "float", "one_hot")
 FRAMEWORKS = ("pytorch", "tensorflow", "custom")
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-PUBKEY_RE = re.compile(r"^ed25519:[0-9a-f]{64}$")
-SIGNATURE_RE = re.compile(r"^ed25519:[0-9a-f]{128}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SPECIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-PROVIDES_RE = re.compile(r"^(transport|aggregator|topology|data_policy):[A-Za-z0-9._-]{1,64}$")
+MEMBERSHIPS = ("open", "certified")
+HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+PUBKEY_RE = re.compile(r"^ed25519:[0-9a-f]{64}\Z")
+SIGNATURE_RE = re.compile(r"^ed25519:[0-9a-f]{128}\Z")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+SPECIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+PROVIDES_RE = re.compile(r"^(transport|aggregator|topology|data_policy):[A-Za-z0-9._-]{1,64}\Z")
 MAX_DIMS = 8
 
 
@@ -42,7 +43,7 @@ def _one_of(choices: tuple[str, ...]):
 
 def _matches(pattern: re.Pattern[str], what: str):
     def check(_inst: Any, attribute: attrs.Attribute, value: str) -> None:
-        if not pattern.match(value):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
             raise FieldValueError(attribute.name, f"must be {what}; got {value!r}")
 
     return check
@@ -116,7 +117,7 @@ def _json_params(_inst: Any, attribute: attrs.Attribute, value: dict[str, Any]) 
 class Component:
     """A named plugin component (aggregator, topology, transport, data policy) and its parameters."""
 
-    name: str = attrs.field(validator=_matches(re.compile(r"^[A-Za-z0-9._-]{1,64}$"), "a component name"))
+    name: str = attrs.field(validator=_matches(re.compile(r"^[A-Za-z0-9._-]{1,64}\Z"), "a component name"))
     params: dict[str, Any] = attrs.field(factory=dict, validator=_json_params)
 
 
@@ -157,6 +158,10 @@ class Manifest:
     byzantine_f: int = attrs.field(default=0, validator=_non_negative)
     expires_at: Optional[str] = attrs.field(default=None, validator=_iso_time)
     bootstrap_peers: tuple[str, ...] = attrs.field(default=())
+    # "open": anyone with the manifest may join; "certified": only peers holding a membership certificate from the
+    # creator (quinkgl.membership). Absent means open and is left out of the canonical bytes, so manifests written
+    # before this field existed keep their swarm ID and signature.
+    membership: str = attrs.field(default=MEMBERSHIPS[0], validator=_one_of(MEMBERSHIPS))
     created_at: str = attrs.field(validator=_iso_time)
     creator_pubkey: Optional[str] = attrs.field(
         default=None, validator=attrs.validators.optional(_matches(PUBKEY_RE, "ed25519:<64 hex>"))

@@ -28,7 +28,7 @@ _MULTIHASH_IDENTITY = 0x00
 _MULTIHASH_SHA2_256 = 0x12
 _MAX_INLINE_KEY = 42  # libp2p peer ID spec: keys of at most 42 bytes are inlined with the identity hash
 _HOST_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
 _PROTOCOLS = ("ip4", "ip6", "dns", "dns4", "dns6")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -13,6 +13,7 @@ import pluggy
 from quinkgl import dataprep
 from quinkgl.archhash import compute_arch_hash
 from quinkgl.errors import ArchMismatchError, DataError, QuinkGLError, ScriptError
+from quinkgl.membership import load_certificate, own_certificate
 from quinkgl.plugins import hookspecs
 from quinkgl.plugins.manager import Registry
 from quinkgl.plugins.requirements import ResolvedComponents, resolve_components
@@ -177,25 +178,39 @@ def build_peer(
 
     ``make_transport(max_payload_bytes)`` builds the transport once the model (and so the payload cap) is known."""
     resolved = resolved or resolve_components(manifest, registry)
-    hooks = peer_hooks(registry, script)
-    model = build_model(manifest, hooks, options)
-    data = data or prepare_data(manifest, build_loaders(manifest, hooks, options), options)
-    optimizer = build_optimizer(manifest, hooks, model)
+    membership_cert = None
+    if getattr(manifest, "membership", "open") == "certified":  # fail before any model or data is built
+        if not options.membership_cert:
+            own_certificate(manifest, None, "<this peer's ID>")  # raises: no certificate given
+        else:
+            membership_cert = load_certificate(options.membership_cert)  # bound to the peer ID once running
     store = None
     start_round = 0
     if options.checkpoint_dir:
         from quinkgl.checkpoint import CheckpointStore
 
         store = CheckpointStore(options.checkpoint_dir)
-        start_round = restore(store, manifest, model, optimizer)
-    aggregator, topology, data_policy = build_components(manifest, resolved)
-    from quinkgl import wire
+        store.acquire_lock()  # first, and held until the peer's run ends: a second process here is refused
+    try:
+        hooks = peer_hooks(registry, script)
+        model = build_model(manifest, hooks, options)
+        data = data or prepare_data(manifest, build_loaders(manifest, hooks, options), options)
+        optimizer = build_optimizer(manifest, hooks, model)
+        if store is not None:
+            start_round = restore(store, manifest, model, optimizer)
+        aggregator, topology, data_policy = build_components(manifest, resolved)
+        from quinkgl import wire
 
-    transport = make_transport(wire.max_update_bytes(wire.model_spec(model.state_dict())))
+        transport = make_transport(wire.max_update_bytes(wire.model_spec(model.state_dict())))
+    except BaseException:
+        if store is not None:
+            store.release_lock()
+        raise
     return PeerParts(
         manifest=manifest, options=options, hooks=hooks, model=model, optimizer=optimizer, train_data=data.train,
         val_data=data.val, num_samples=data.num_samples, label_counts=data.label_counts, aggregator=aggregator,
         topology=topology, data_policy=data_policy, transport=transport,
         loss_fn=loss_function(manifest.task.type, manifest.task.label_type),
         classify=manifest.task.type == "class", store=store, start_round=start_round, limiter=limiter,
+        membership_cert=membership_cert,
     )

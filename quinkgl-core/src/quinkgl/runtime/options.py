@@ -27,6 +27,7 @@ class PeerOptions:
     max_eval_batches: Optional[int] = None
     isolated: bool = False  # train alone: never send (a baseline for experiments)
     discovery_wait: float = 10.0  # before the first round, wait this long at most for a first compatible peer
+    membership_cert: Optional[str] = None  # this peer's membership certificate file (certified swarms)
 
     def steps_for(self, batches_per_epoch: int) -> int:
         """How many batches one round trains on."""

@@ -25,9 +25,18 @@ import trio
 
 from quinkgl import wire
 from quinkgl.aggregation import ModelUpdate
+from quinkgl.errors import QuinkGLError
+from quinkgl.membership import MembershipGate, check_own_certificate
 from quinkgl.runtime import pull
+from quinkgl.runtime.bounded import BoundedSet, RateLimit
 from quinkgl.runtime.options import PeerOptions
-from quinkgl.runtime.peerview import AnnouncementRejected, PeerView, encode_announcement, parse_announcement
+from quinkgl.runtime.peerview import (
+    MAX_ROUND_LEAD,
+    AnnouncementRejected,
+    PeerView,
+    encode_announcement,
+    parse_announcement,
+)
 from quinkgl.runtime.training import BatchStream, evaluate, train_steps
 from quinkgl.topology import PeerCandidate
 from quinkgl.transport import RequestRefused, TransportError
@@ -36,6 +45,9 @@ log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
 MIN_ANNOUNCE_GAP_S = 1.0  # an announcement triggered by a newly discovered peer waits at least this long
 CATCH_UP_SOURCES = 2  # a late joiner averages at least this many current models before it trains
+MAX_REMEMBERED_PEERS = 4096  # ignored / discovered peer IDs remembered (each for at most PEER_MEMORY_TTL seconds)
+PEER_MEMORY_TTL = 600.0
+IGNORED_WARNINGS_PER_MINUTE = 10
 
 
 @attrs.define
@@ -77,6 +89,7 @@ class PeerParts:
     store: Any = None  # CheckpointStore or None
     start_round: int = 0
     limiter: Optional[trio.CapacityLimiter] = None
+    membership_cert: Any = None  # this peer's MembershipCertificate in a certified swarm, else None
 
 
 @attrs.define
@@ -115,8 +128,10 @@ class Peer:
         self._served: Optional[tuple[int, bytes]] = None  # (round, wire update) of the newest trained model
         self._changed = trio.Event()
         self._announce_soon = trio.Event()
-        self._ignored_announcers: set[str] = set()
-        self._discovered: set[str] = set()
+        # Bounded: a flood of fresh peer IDs must not grow memory, callbacks or log lines without limit.
+        self._ignored_announcers = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
+        self._discovered = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
+        self._ignored_warnings = RateLimit(IGNORED_WARNINGS_PER_MINUTE, 60.0)
         self._callback_error: Optional[BaseException] = None  # a peer-script callback that raised on the loop
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -141,17 +156,19 @@ class Peer:
         self.announcements_handled += 1
         if self.view is None:
             return  # not started yet; the sender announces again
+        now = trio.current_time()
         try:
             doc = parse_announcement(raw, swarm_id=self.swarm_id, arch_hash=self.arch_hash)
+            first = self.view.observe(sender, doc, now, own_round=self.round)
         except AnnouncementRejected as exc:
             self.counters.reject(f"announcement_{exc.reason}")
-            if sender not in self._ignored_announcers:
-                self._ignored_announcers.add(sender)
-                log.warning("ignoring peer %s: %s (%s)", sender, exc.reason.replace("_", " "), exc)
+            if self._ignored_announcers.add(sender, now) and self._ignored_warnings.allow(now):
+                suppressed = self._ignored_warnings.take_suppressed()
+                log.warning("ignoring peer %s: %s (%s)%s", sender, exc.reason.replace("_", " "), exc,
+                            f"; {suppressed} similar warning(s) suppressed" if suppressed else "")
                 self._emit("peer_ignored", sender=sender, reason=exc.reason, detail=str(exc))
             return
-        if self.view.observe(sender, doc, trio.current_time()) and sender not in self._discovered:
-            self._discovered.add(sender)  # once per peer, even if it drops out of the view and comes back
+        if first and self._discovered.add(sender, now):  # once per peer, even if it leaves the view and comes back
             self._announce_soon.set()  # let the newcomer hear of us without waiting a whole announce interval
             self._emit("peer_discovered", sender=sender, node=doc["node_id"])
             try:
@@ -173,7 +190,7 @@ class Peer:
         """Serve our model of the asked round once it is trained (or the newest, when we are past it)."""
         try:
             wanted, wait = pull.parse_request(message, swarm_id=self.swarm_id)
-            if self.view is None or not self.view.is_compatible(sender):
+            if not self.admits(sender):
                 raise RequestRefused("unknown_peer", "announce a compatible manifest first")
             with trio.move_on_after(min(wait, self.options.gossip_interval)):
                 while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
@@ -186,6 +203,12 @@ class Peer:
         self.counters.updates_sent += 1
         return self._served[1]
 
+    def admits(self, peer_id: str) -> bool:
+        """Whether this peer exchanges anything with ``peer_id`` (in the view; a member, in a certified swarm).
+
+        Transports may call it before reading any bytes from ``peer_id``."""
+        return self.view is not None and self.view.admits(peer_id)
+
     def _can_serve(self, round_idx: int) -> bool:
         return self._served is not None and self._served[0] >= round_idx
 
@@ -197,6 +220,7 @@ class Peer:
         doc = encode_announcement(
             swarm_id=self.swarm_id, arch_hash=self.arch_hash, node_id=self.options.node_id, round_idx=self.round,
             pushed=self.pushed, done=self.done, metrics=metrics, metadata=self.metadata,
+            cert=self.p.membership_cert.to_dict() if self.p.membership_cert is not None else None,
         )
         try:
             await self.p.transport.announce(doc)
@@ -316,6 +340,9 @@ class Peer:
         if header.round < min_round:
             self.counters.reject("stale_round")
             return None
+        if header.round > self.round + MAX_ROUND_LEAD:  # round 2**53 must not outrank every real update
+            self.counters.reject("far_future_round")
+            return None
         self.counters.updates_accepted += 1
         return ModelUpdate(source, header.round, header.num_samples, decoded.tensors, header.metadata)
 
@@ -389,13 +416,12 @@ class Peer:
         return evaluate(self.p.model, self.p.val_data, self.p.loss_fn, self.options.device, self.p.classify,
                         self.options.max_eval_batches)
 
-    def _checkpoint(self, round_idx: int, metrics: dict[str, Any]) -> None:
+    def _checkpoint(self, round_idx: int, metrics: dict[str, Any], view: dict[str, Any]) -> None:
+        # Runs in a worker thread: ``view`` is a snapshot taken on the event loop, which keeps changing the view.
         store = self.p.store
         if store is None:
             return
-        assert self.view is not None
-        store.save(round_idx, self.p.model.state_dict(), self.p.optimizer.state_dict(), metrics,
-                   self.view.snapshot(),
+        store.save(round_idx, self.p.model.state_dict(), self.p.optimizer.state_dict(), metrics, view,
                    extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash, "node_id": self.options.node_id})
         store.metrics_log.append(metrics)
 
@@ -475,7 +501,7 @@ class Peer:
         self.history.append(metrics)
         self.p.hooks.quinkgl_on_round_end(round_idx=round_idx, metrics=metrics)
         self.p.hooks.quinkgl_on_metrics(record=metrics, counters=self.summary())  # exporters (quinkgl_on_metrics)
-        await self._work(self._checkpoint, round_idx, metrics)
+        await self._work(self._checkpoint, round_idx, metrics, self.view.snapshot())
         self.completed = round_idx
         self._emit("round_end", **metrics)
         return metrics
@@ -495,32 +521,65 @@ class Peer:
         """Run the remaining rounds; return the metrics of each round run."""
         self.p.transport.set_handlers(on_announcement=self._on_announcement, on_payload=self._on_payload,
                                       on_peer_lost=self._on_peer_lost, on_request=self._on_request,
-                                      admits=lambda pid: self.view is not None and self.view.is_compatible(pid))
-        async with self.p.transport:
-            self.view = PeerView(self.peer_id, self.options.peer_timeout)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._announce_loop)
-                self._emit("started", start_round=self.completed, rounds=self.options.rounds)
-                await self._wait_for_first_peer()
-                await self._catch_up()
-                for round_idx in range(self.completed + 1, self.options.rounds + 1):
-                    await self._round(round_idx)
-                self.done = True
-                self._notify()
-                await self._announce()
-                await self._linger()
-                nursery.cancel_scope.cancel()
+                                      admits=self.admits)
+        try:
+            await self._run_rounds()
+        finally:
+            if self.p.store is not None:
+                self.p.store.release_lock()
         self._emit("finished", rounds=self.completed)
         return self.history
+
+    async def _run_rounds(self) -> None:
+        refused: Optional[QuinkGLError] = None
+        async with self.p.transport:
+            # The peer ID is known once the transport runs: a certificate for another peer stops us here (raised
+            # after the transport has closed, so it is reported as the reason, not as a failure to close).
+            try:
+                check_own_certificate(self.p.manifest, self.p.membership_cert, self.peer_id,
+                                      self.options.membership_cert or "")
+            except QuinkGLError as exc:
+                refused = exc
+            else:
+                await self._serve()
+        if refused is not None:
+            raise refused
+
+    async def _serve(self) -> None:
+        """The round loop, inside the running transport."""
+        gate = None
+        if getattr(self.p.manifest, "membership", "open") == "certified":
+            gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
+        self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._announce_loop)
+            self._emit("started", start_round=self.completed, rounds=self.options.rounds)
+            await self._wait_for_first_peer()
+            await self._catch_up()
+            for round_idx in range(self.completed + 1, self.options.rounds + 1):
+                await self._round(round_idx)
+            self.done = True
+            self._notify()
+            await self._announce()
+            await self._linger()
+            nursery.cancel_scope.cancel()
 
     def final_checkpoint(self) -> None:
         """Save the model as it stands under the last completed round (after an interruption)."""
         if self.p.store is None or self.view is None:
             return
-        last = self.history[-1] if self.history else {"round": self.completed}
-        self.p.store.save(self.completed, self.p.model.state_dict(), self.p.optimizer.state_dict(), last,
-                          self.view.snapshot(), extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash,
-                                                       "node_id": self.options.node_id, "interrupted": True})
+        try:
+            self.p.store.acquire_lock()  # released when the run ended; another process may have taken it since
+        except QuinkGLError as exc:
+            log.warning("no final checkpoint: %s", exc)
+            return
+        try:
+            last = self.history[-1] if self.history else {"round": self.completed}
+            self.p.store.save(self.completed, self.p.model.state_dict(), self.p.optimizer.state_dict(), last,
+                              self.view.snapshot(), extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash,
+                                                           "node_id": self.options.node_id, "interrupted": True})
+        finally:
+            self.p.store.release_lock()
 
     def summary(self) -> dict[str, Any]:
         """Final numbers for the peer's summary line / table."""

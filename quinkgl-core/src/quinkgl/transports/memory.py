@@ -22,7 +22,9 @@ _ids = itertools.count(1)
 
 @attrs.frozen
 class MemoryParams:
-    """``hub``: peers with the same hub name see each other (default: one hub per swarm)."""
+    """``hub``: peers with the same hub name see each other (default: one hub per swarm).
+
+    ``TransportConfig.options["peer_id"]`` fixes the peer ID (tests issue membership certificates for it)."""
 
     hub: str = ""
 
@@ -33,7 +35,7 @@ class MemoryTransport:
     def __init__(self, params: MemoryParams, config: TransportConfig):
         self.config = config
         self.hub_name = params.hub or str(config.options.get("hub") or config.swarm_id)
-        self._peer_id = f"mem-{config.node_id}-{next(_ids)}"
+        self._peer_id = str(config.options.get("peer_id") or f"mem-{config.node_id}-{next(_ids)}")
         self._handlers: dict[str, Any] = {}
         self._stats = {"bytes_sent": 0, "bytes_received": 0, "payloads_sent": 0, "payloads_received": 0}
         self._rejected: dict[str, int] = {}
@@ -49,8 +51,10 @@ class MemoryTransport:
 
     def set_handlers(self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None,
                      on_request: Optional[Any] = None, admits: Optional[Any] = None) -> None:
+        """``admits(peer_id)``, if given, is asked before a payload or request from ``peer_id`` is delivered: one it
+        refuses is counted as ``not_admitted`` and the sender gets a TransportError, as over a network."""
         self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost,
-                          "request": on_request}
+                          "request": on_request, "admits": admits}
 
     def _count_rejected(self, reason: str) -> None:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
@@ -84,6 +88,10 @@ class MemoryTransport:
         target = self._hub().get(peer_id)
         if target is None or not target._open or target.config.options.get("observer"):
             raise TransportError(f"peer {peer_id} is not reachable")
+        admits = target._handlers.get("admits")
+        if admits is not None and not admits(self._peer_id):
+            target._rejected["not_admitted"] = target._rejected.get("not_admitted", 0) + 1
+            raise TransportError(f"peer {peer_id} does not admit {self._peer_id}")
         if len(payload) > target.config.max_payload_bytes:
             target._count_rejected("oversized")
             raise TransportError(f"payload of {len(payload)} bytes exceeds the receiver's limit")
@@ -100,6 +108,10 @@ class MemoryTransport:
         if len(message) > MAX_REQUEST_BYTES:
             target._count_rejected("request_too_large")
             raise TransportError(f"request of {len(message)} bytes exceeds {MAX_REQUEST_BYTES}")
+        admits = target._handlers.get("admits")
+        if admits is not None and not admits(self._peer_id):
+            target._count_rejected("not_admitted")
+            raise TransportError(f"peer {peer_id} does not admit {self._peer_id}")
         handler = target._handlers.get("request")
         if handler is None:
             raise TransportError(f"peer {peer_id} refused the request: no request handler")
