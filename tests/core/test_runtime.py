@@ -92,6 +92,7 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
             ("bad_magic", b"garbage" * 10), ("truncated", update(good)[:-10]), ("shape_mismatch", update(bad_shape)),
             ("non_finite", update(nan)), ("wrong_swarm", update(good, swarm=other_swarm.swarm_id)),
             ("sender_mismatch", update(good, sender="someone-else")), ("stale_round", update(good, round_idx=0)),
+            ("far_future_round", update(good, round_idx=2**53)),  # must not outrank every real update
         ]
 
         async def serve_bad(sender, message):  # the rogue answers every request with the next broken update
@@ -128,9 +129,11 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
         rejected[reason] = rejected.get(reason, 0) + count
     for reason in set(served):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
-    assert len(set(served)) == 7
+    assert len(set(served)) == 8
     assert target.counters.rejected["unsolicited"] == 3 and target.counters.rejected["announcement_other_swarm"] == 1
-    assert refused and "other_swarm" in refused[0]
+    # a peer of another swarm is not admitted: its request is refused before the handler sees it
+    assert refused and "does not admit" in refused[0]
+    assert target.p.transport.stats().rejected.get("not_admitted", 0) >= 1
     assert all(set(m["aggregated_from"]) <= {peers[1].peer_id} for m in target.history)
 
 
@@ -151,6 +154,13 @@ def test_pushed_updates_are_counted_as_unsolicited_and_never_decoded(guide_scrip
         rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="flood"))
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
         async with rogue:
+            # A peer of the swarm (admitted: it announced itself), pushing what nobody asked for.
+            await rogue.announce(encode_announcement(
+                swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="flood", round_idx=0,
+                pushed=0, done=False, metrics={}, metadata={}))
+            with trio.fail_after(30):
+                while not target.admits(rogue.peer_id):
+                    await trio.sleep(0.01)
             for _ in range(50):
                 await rogue.send(target.peer_id, b"x" * 1000, timeout=5)
 

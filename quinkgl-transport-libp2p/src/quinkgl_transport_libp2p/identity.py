@@ -67,7 +67,7 @@ def read_identity(path: Path) -> bytes:
         raise IdentityError(f"identity key {path} is not an unencrypted PKCS#8 PEM key: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise IdentityError(f"identity key {path} is not an Ed25519 key")
-    mode = stat.S_IMODE(info.st_mode)
+    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         logger.warning("identity key %s is readable by other users (mode %o); tightening to 0600", path, mode)
         with contextlib.suppress(OSError):  # read-only file systems
