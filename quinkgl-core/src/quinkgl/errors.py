@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     KEY_ERROR = 9  # key file missing, unreadable, not Ed25519, or would be overwritten
     SCRIPT_ERROR = 10  # the peer script is missing a function, raised, or returned the wrong thing
     DATA_ERROR = 11  # dataset files missing or corrupt, loader yields the wrong shapes
+    NO_PEER_REACHABLE = 20  # `quinkgl doctor`: no bootstrap peer of the swarm was reachable
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 

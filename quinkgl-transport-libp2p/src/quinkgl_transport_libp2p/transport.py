@@ -47,7 +47,7 @@ from quinkgl.transport import (
     TransportStats,
 )
 
-from . import framing
+from . import doctor, framing, hello
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, resolve
 from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs, parse_addr
@@ -64,10 +64,13 @@ from .identity import load_or_create_identity
 from .params import Libp2pParams
 
 logger = logging.getLogger(__name__)
+#: Shown by ``quinkgl run`` without -v (the "quinkgl" logger tree is at INFO): what addresses peers announce.
+net_log = logging.getLogger("quinkgl.net")
 
 _REGISTRY_POLL_S = 0.25
 _REGISTRY_FALLBACK_S = 3.0  # the larger peer ID dials too if the smaller one has not connected by then
 _BOOTSTRAP_RETRY_MAX_S = 30.0
+_BOOTSTRAP_RETRY_ALONE_S = 2.0
 
 
 async def _finish_stream(stream: INetStream, ok: bool) -> None:
@@ -343,6 +346,8 @@ class Libp2pTransport:
 
             auto.maybe_connect = _no_auto_connect
         host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
+        responder = hello.HelloResponder(self._tag, cfg.options.get("arch_hash"), lambda: False)
+        host.set_stream_handler(hello.PROTOCOL_ID, responder.handle)  # type: ignore[arg-type]  # for `doctor`
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
@@ -409,6 +414,8 @@ class Libp2pTransport:
         if not kept:
             return
         changed = self._pex.learn(origin, kept)
+        if changed:
+            net_log.info("peer %s announces %s", origin, ", ".join(kept))
         host = self._host
         if host is None:
             return
@@ -754,8 +761,25 @@ class Libp2pTransport:
                 await trio.sleep(1.0)
                 continue
             ok = await self._bootstrap_once(target)
-            delay = 1.0 if ok else min(delay * 2, _BOOTSTRAP_RETRY_MAX_S)
+            # While this peer is connected to nobody, keep retrying every few seconds (peers of a swarm start
+            # at about the same time, and a bootstrap peer still loading may refuse for a while); back off only
+            # once the peer has other connections.
+            cap = _BOOTSTRAP_RETRY_MAX_S if self.connected_peers() else _BOOTSTRAP_RETRY_ALONE_S
+            delay = 1.0 if ok else min(delay * 2, cap)
             await trio.sleep(delay)
+
+    async def connectivity_hint(self, manifest_hint: str = "demo.qgl") -> str:
+        """Why no peer was found, in words (the checks of ``quinkgl doctor``, run with this peer's host).
+
+        Not part of the transport contract: the runtime calls it, when present, if discovery found nobody.
+        """
+        host = self._host
+        if host is None:
+            return "the transport is not running"
+        checks = await doctor.check_all(host, [t.text for t in self._bootstrap_targets], swarm_tag=self._tag,
+                                        arch_hash=self.config.options.get("arch_hash"), dial_back_port=0,
+                                        timeout=float(self.params.dial_timeout_s))
+        return doctor.hint(checks, manifest_hint)
 
 
 def create_transport(params: Libp2pParams | None, config: TransportConfig) -> Libp2pTransport:

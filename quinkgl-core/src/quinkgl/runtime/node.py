@@ -72,6 +72,7 @@ async def run_peer(manifest: Any, source: Any, options: PeerOptions, network: Ne
             state_dir=identity_dir(options, network), max_payload_bytes=max_bytes,
             bootstrap_peers=tuple(dict.fromkeys([*manifest.bootstrap_peers, *network.bootstrap_peers])),
             announce_addrs=tuple(network.announce_addrs),
+            options={"arch_hash": manifest.model.arch_hash},  # answered by the libp2p hello protocol (quinkgl doctor)
         )
         return transport_spec.factory(resolved.params["transport"], config)
 
