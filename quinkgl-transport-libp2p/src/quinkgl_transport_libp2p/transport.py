@@ -480,6 +480,7 @@ class Libp2pTransport:
             except Exception as exc:
                 error = exc
         if scope.cancelled_caught:
+            await self._drop_connection(host, target, "a send on it timed out")
             raise TransportError(
                 f"sending {len(payload)} bytes to {peer_id} timed out after {time.monotonic() - started:.2f} s"
             )
@@ -493,6 +494,7 @@ class Libp2pTransport:
         try:
             stream = await host.new_stream(target, [framing.PROTOCOL_ID])  # type: ignore[list-item]
         except Exception as exc:
+            await self._drop_connection(host, target, "no stream could be opened on it")
             raise TransportError(f"cannot open a model stream to {target}: {exc}") from exc
         ok = False
         try:
@@ -500,6 +502,21 @@ class Libp2pTransport:
             ok = True
         finally:
             await _finish_stream(stream, ok)
+
+    async def _drop_connection(self, host: IHost, target: ID, why: str) -> None:
+        """Close a connection that no longer works, so the next send or bootstrap round dials afresh.
+
+        After a network outage (a cut link, a sleeping laptop) a Yamux session can stay "established" while no
+        stream opens on it any more; keeping it would stop every later send to that peer and every re-dial.
+        """
+        if not host.get_network().get_connections(target):
+            return
+        net_log.info("dropping the connection to %s: %s", target, why)
+        with trio.CancelScope(shield=True), trio.move_on_after(3):
+            try:
+                await host.disconnect(target)
+            except Exception:  # already closing; nothing more to do
+                logger.debug("closing the connection to %s failed", target, exc_info=True)
 
     async def _ensure_connected(self, host: IHost, target: ID) -> None:
         """Connect to ``target`` unless connected; bounded by the caller's deadline (send's timeout)."""
