@@ -13,7 +13,6 @@ import re
 import time
 
 import pytest
-
 from network.peers import AGGREGATED, NetPeer
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

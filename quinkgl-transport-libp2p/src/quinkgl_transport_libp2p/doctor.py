@@ -245,8 +245,9 @@ async def diagnose(*, swarm_id: str, arch_hash: str | None, host: str, port: int
         try:
             bound = verify_listening(lp_host, listen)
             bound_port = int(bound[0].value_for_protocol("tcp"))
-            checks = await check_all(lp_host, list(dict.fromkeys(bootstrap_peers)), swarm_tag=framing.swarm_tag(swarm_id),
-                                     arch_hash=arch_hash, dial_back_port=bound_port, timeout=timeout)
+            checks = await check_all(lp_host, list(dict.fromkeys(bootstrap_peers)),
+                                     swarm_tag=framing.swarm_tag(swarm_id), arch_hash=arch_hash,
+                                     dial_back_port=bound_port, timeout=timeout)
             announced = [str(a).replace(own, "") for a in lp_host.get_addrs()]
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
