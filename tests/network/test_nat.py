@@ -1,10 +1,9 @@
-"""Two "home" hosts, each behind its own masquerading NAT router, and one public host.
+"""Two "home" hosts, each behind its own masquerading NAT router, and one public host running `--relay`.
 
-What holds today (asserted): both NATed peers join through the public peer's bootstrap address, train with it
-and are told by `quinkgl doctor` that they are not reachable from outside (tested in test_doctor.py). What does
-not (measured and printed, not asserted): the two NATed peers never exchange models with each other — each
-announces its LAN address, which the other cannot reach, and no relay carries their traffic yet (see
-docs/networking.md, "NAT and relays").
+Each NATed peer joins through the public peer's bootstrap address, learns from a dial-back that nobody can dial
+it, reserves a slot on the public peer (circuit relay v2) and announces its relayed address. The two NATed peers
+must then exchange models *with each other* through the relay (Noise end to end); the relay's byte count and
+the rounds are printed. Hole punching (DCUtR) is not attempted.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
     homes = [netlab.add_nat_host(f"home-{k}", k) for k in (1, 2)]
     common = [*swarm_files, "--host", "0.0.0.0", "--port", "7001", "--rounds", "3", "--wait-for-peers", "2",
               "--discovery-wait", "120", "--gossip-interval", "4"]
-    hub = NetPeer(netlab, public, "host-1", common)
+    hub = NetPeer(netlab, public, "host-1", [*common, "--relay"])
     peers = [NetPeer(netlab, h, h.name, [*common, "--bootstrap-peer", f"{public.address}:7001"]) for h in homes]
     hub_id = hub.peer_id()
     home_ids = [p.peer_id() for p in peers]
@@ -37,8 +36,13 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
         assert hub_id in peer.heard(), peer.text()[-6000:]
         learned = peer.learned_addrs().get(other, set())
         failures = [why for pid, why in SEND_FAILED.findall(peer.text()) if pid == other]
-        print(f"nat: {peer.node_id} heard {sorted(peer.heard())}; learned {sorted(learned)} for the other home; "
-              f"heard the other home: {other in peer.heard()}; {len(failures)} failed sends to it, e.g. "
-              f"{failures[:1]}")
+        print(f"nat: {peer.node_id} learned {sorted(learned)} for the other home; aggregated its model in rounds "
+              f"{sorted(r for r, ids in peer.aggregated().items() if other in ids)}; {len(failures)} failed sends "
+              f"to it {failures[:1]}")
+        assert "reserved a relay slot" in peer.text(), peer.text()[-6000:]
+        assert any(a.endswith(f"/p2p/{hub_id}/p2p-circuit") for a in learned), learned
         assert all("0.0.0.0" not in a and "127.0.0.1" not in a for a in learned), learned
-    print(f"nat: {time.monotonic() - started:.1f} s")
+        assert other in peer.heard(), peer.text()[-6000:]  # the two NATed peers exchanged models
+    relayed = re.search(r"relay: .*relayed_bytes=(\d+)", hub.text())
+    assert relayed, hub.text()[-6000:]
+    print(f"nat: {time.monotonic() - started:.1f} s; relayed {int(relayed.group(1))} bytes in 3 rounds")

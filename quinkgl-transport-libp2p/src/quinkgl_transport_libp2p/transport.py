@@ -48,6 +48,7 @@ from quinkgl.transport import (
 )
 
 from . import doctor, framing, hello
+from . import relay as relay_mod
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, resolve
 from .peer_exchange import DEFAULT_TTL_S, AddressBook, addrs_for_origin, own_addrs, parse_addr
@@ -193,6 +194,9 @@ class Libp2pTransport:
         self._pex = AddressBook(ttl_s=float(config.options.get("peer_exchange_ttl_s", DEFAULT_TTL_S)))
         self._closed = False
         self._conn_event = trio.Event()
+        self._relay: Any = None  # relay.Relay once started
+        self._relay_stats: Counter[str] = Counter()
+        self._reachability_checked: set[str] = set()
 
     # --------------------------------------------------------------------------------------------------------
     # Contract: properties and handlers
@@ -278,6 +282,17 @@ class Libp2pTransport:
     def _reject(self, reason: str) -> None:
         self._rejected[reason] += 1
 
+    def _is_member(self, peer: ID) -> bool:
+        """A peer whose signed announcement on this swarm's topic we received (so it holds the manifest)."""
+        return bool(self._pex.addrs(peer.to_base58()))
+
+    def _count_relay(self, key: str, n: int) -> None:
+        self._relay_stats[key] += n
+
+    def relay_stats(self) -> dict[str, int]:
+        """``relayed_bytes`` (as a relay) and ``relay_refused_non_member``; for logs and tests."""
+        return dict(self._relay_stats)
+
     # --------------------------------------------------------------------------------------------------------
     # Lifecycle
     # --------------------------------------------------------------------------------------------------------
@@ -301,6 +316,8 @@ class Libp2pTransport:
 
     async def _close_stack(self, *exc_info: Any) -> None:
         self._closed = True
+        if self._relay_stats:
+            net_log.info("relay: %s", ", ".join(f"{k}={v}" for k, v in sorted(self._relay_stats.items())))
         if self._registry is not None:
             self._registry.unregister()
         stack, self._stack = self._stack, None
@@ -346,7 +363,8 @@ class Libp2pTransport:
 
             auto.maybe_connect = _no_auto_connect
         host.set_stream_handler(framing.PROTOCOL_ID, self._handle_model_stream)  # type: ignore[arg-type]
-        responder = hello.HelloResponder(self._tag, cfg.options.get("arch_hash"), lambda: False)
+        serves_relay = bool(cfg.options.get("relay"))
+        responder = hello.HelloResponder(self._tag, cfg.options.get("arch_hash"), lambda: serves_relay)
         host.set_stream_handler(hello.PROTOCOL_ID, responder.handle)  # type: ignore[arg-type]  # for `doctor`
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
@@ -363,6 +381,11 @@ class Libp2pTransport:
         # shutdown), so the port keeps answering: close the host explicitly, shielded, before run() exits.
         self._stack.push_async_callback(self._close_host, host)
         bound = verify_listening(host, listen)
+        from .relay import Relay  # circuit relay v2: serve with --relay; reserve when nobody can dial us
+
+        self._relay = Relay(host, serve=bool(cfg.options.get("relay")), is_member=self._is_member,
+                            count=self._count_relay)
+        await self._relay.start(self._stack)
         self._listen_addrs = [str(a) for a in host.get_addrs()]
         self._announcer.set_addrs(own_addrs(self._listen_addrs, self._peer_id))
         logger.info(
@@ -565,12 +588,23 @@ class Libp2pTransport:
         swarm.unblock_peer(target)  # type: ignore[attr-defined]  # a deliberate dial: skip the 60 s negative cache
         errors: list[str] = []
         for index, addr in enumerate(candidates):
-            _, proto, name, _, port_s = addr.split("/")
             left = len(candidates) - index
             limit = float(self.params.dial_timeout_s)
             if left > 1:  # leave time for the other addresses within the caller's deadline
                 remaining = trio.current_effective_deadline() - trio.current_time()
                 limit = min(limit, max(0.5, remaining / left))
+            if addr.endswith(relay_mod.CIRCUIT_SUFFIX):  # reachable through a relay (circuit relay v2)
+                try:
+                    with trio.fail_after(limit):
+                        await self._relay.dial(addr, target)
+                    logger.debug("connected to %s through %s", key, addr)
+                    return
+                except trio.TooSlowError:
+                    errors.append(f"{addr}: no relayed connection within {limit:.1f} s")
+                except TransportError as exc:
+                    errors.append(f"{addr}: {exc}")
+                continue
+            _, proto, name, _, port_s = addr.split("/")
             try:
                 with trio.fail_after(limit):
                     if proto.startswith("dns"):
@@ -762,6 +796,9 @@ class Libp2pTransport:
                             "" if target.peer_id else f" (pin it with {target.describe()}/p2p/{peer_text})",
                         )
                     self._bootstrap_learned[target.text] = peer_text
+                    if peer_text not in self._reachability_checked and self._nursery is not None:
+                        self._reachability_checked.add(peer_text)
+                        self._nursery.start_soon(self._check_reachability, peer, ip, target.port)
                     return True
                 raise TransportError("; ".join(errors) or "no address")
         except trio.TooSlowError:
@@ -784,6 +821,36 @@ class Libp2pTransport:
             cap = _BOOTSTRAP_RETRY_MAX_S if self.connected_peers() else _BOOTSTRAP_RETRY_ALONE_S
             delay = 1.0 if ok else min(delay * 2, cap)
             await trio.sleep(delay)
+
+    async def _check_reachability(self, peer: ID, ip: str, port: int) -> None:
+        """Ask a bootstrap peer to dial us back; if it cannot and it is a relay, reserve a slot and announce it."""
+        host = self._host
+        own_ports = [int(a.split("/")[4]) for a in self._listen_addrs if a.split("/")[3:4] == ["tcp"]]
+        if host is None or self._relay is None or not own_ports:
+            return
+        try:
+            reply = await relay_mod.ask_dial_back(host, peer, swarm_tag=self._tag,
+                                                  arch_hash=self.config.options.get("arch_hash"),
+                                                  port=own_ports[0], timeout=float(self.params.dial_timeout_s))
+        except Exception as exc:
+            logger.info("reachability check with %s failed: %r", peer, exc)
+            return
+        net_log.info("%s can dial us back: %s%s", peer, reply.get("dial_back"),
+                     " (it serves as a relay)" if reply.get("relay") else "")
+        if reply.get("dial_back") == "ok" or not reply.get("relay") or self._nursery is None:
+            return
+        relay_tcp = f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{port}"
+        for _attempt in range(15):  # the relay admits members only: it must have received our announcement
+            try:
+                with trio.fail_after(float(self.params.dial_timeout_s)):
+                    address = await self._relay.reserve(peer, relay_tcp, self._nursery)
+            except Exception as exc:
+                logger.info("relay reservation on %s failed: %r", peer, exc)
+                await trio.sleep(2.0)
+                continue
+            if self._announcer is not None and self._peer_id is not None:
+                self._announcer.set_addrs(own_addrs([address, *self._listen_addrs], self._peer_id))
+            return
 
     async def connectivity_hint(self, manifest_hint: str = "demo.qgl") -> str:
         """Why no peer was found, in words (the checks of ``quinkgl doctor``, run with this peer's host).

@@ -28,6 +28,8 @@ from quinkgl_cli.peer_options import peer_source_options
               help="Peer to dial first: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
 @click.option("--announce-addr", "announce_addrs", multiple=True, metavar="MULTIADDR",
               help="Address to announce to others (NAT / port forwarding), repeatable.")
+@click.option("--relay", is_flag=True,
+              help="Serve as a circuit relay for this swarm's members (run it on a publicly reachable peer).")
 @click.option("--wait-for-peers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Before the first round, wait for this many peers (at most --discovery-wait seconds).")
 @click.option("--discovery-wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
@@ -40,7 +42,8 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
                 local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool, trust_policy: str,
                 trusted_keys: tuple[str, ...], seed: int, node_id: Optional[str], host: str, port: int,
                 rounds: Optional[int], gossip_interval: float, bootstrap_peers: tuple[str, ...],
-                announce_addrs: tuple[str, ...], wait_for_peers: int, discovery_wait: float, checkpoint_dir: Optional[str], max_eval_batches: Optional[int],
+                announce_addrs: tuple[str, ...], relay: bool, wait_for_peers: int, discovery_wait: float,
+                checkpoint_dir: Optional[str], max_eval_batches: Optional[int],
                 device: str, verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
     import trio
@@ -72,7 +75,8 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
         seed=seed, device=device, max_eval_batches=max_eval_batches, min_peers=wait_for_peers,
         discovery_wait=discovery_wait,
     )
-    network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs)
+    network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs,
+                             relay=relay)
     progress = PeerProgress(options.rounds, live=live)
 
     def listening(peer: Any) -> None:
