@@ -12,7 +12,9 @@ import re
 import time
 
 import pytest
+from helpers import guide_arch_hash, make_manifest
 from network.peers import NetPeer
+from quinkgl.manifest.codec import write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -27,10 +29,17 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
               "--discovery-wait", "120", "--gossip-interval", "4"]
     hub = NetPeer(netlab, public, "host-1", [*common, "--relay"])
     peers = [NetPeer(netlab, h, h.name, [*common, "--bootstrap-peer", f"{public.address}:7001"]) for h in homes]
+    # an outsider behind a third NAT: same model, another manifest (swarm); the relay must refuse it a slot
+    outsider_host = netlab.add_nat_host("home-3", 3)
+    write_manifest(make_manifest(arch_hash=guide_arch_hash(), name="outsiders"), netlab.workdir / "outsiders.qgl")
+    outside_args = [*common[2:], "--manifest", str(netlab.workdir / "outsiders.qgl"), "--discovery-wait", "15",
+                    "--bootstrap-peer", f"{public.address}:7001"]
+    outsider = NetPeer(netlab, outsider_host, "home-3", outside_args)
     hub_id = hub.peer_id()
     home_ids = [p.peer_id() for p in peers]
-    for peer in (hub, *peers):
+    for peer in (hub, *peers, outsider):
         assert peer.wait(timeout=400) == 0, peer.text()[-6000:]
+    assert "reserved a relay slot" not in outsider.text(), outsider.text()[-6000:]
     assert set(home_ids) <= hub.heard(), hub.text()[-6000:]
     for peer, other in ((peers[0], home_ids[1]), (peers[1], home_ids[0])):
         assert hub_id in peer.heard(), peer.text()[-6000:]
@@ -44,5 +53,7 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
         assert all("0.0.0.0" not in a and "127.0.0.1" not in a for a in learned), learned
         assert other in peer.heard(), peer.text()[-6000:]  # the two NATed peers exchanged models
     relayed = re.search(r"relay: .*relayed_bytes=(\d+)", hub.text())
-    assert relayed, hub.text()[-6000:]
-    print(f"nat: {time.monotonic() - started:.1f} s; relayed {int(relayed.group(1))} bytes in 3 rounds")
+    refused = re.search(r"relay: .*relay_refused_non_member=(\d+)", hub.text())
+    assert relayed and refused, hub.text()[-6000:]
+    print(f"nat: {time.monotonic() - started:.1f} s; relayed {int(relayed.group(1))} bytes in 3 rounds; "
+          f"refused {refused.group(1)} relay requests of the outsider")

@@ -72,10 +72,12 @@ class Relay:
         self.protocol._read_stream_with_retry = counted  # type: ignore[method-assign]
 
     async def start(self, stack: AsyncExitStack) -> None:
+        await stack.enter_async_context(background_trio_service(self.protocol))
+        await self.protocol.event_started.wait()
+        # The protocol's run() registers its own HOP handler (for everyone): replace it with the members-only one.
         if self.serve:
             self.host.set_stream_handler(PROTOCOL_ID, self._hop_for_members)  # type: ignore[arg-type]
         self.host.set_stream_handler(STOP_PROTOCOL_ID, self.protocol._handle_stop_stream)  # type: ignore[arg-type]
-        await stack.enter_async_context(background_trio_service(self.protocol))
 
     async def _hop_for_members(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id

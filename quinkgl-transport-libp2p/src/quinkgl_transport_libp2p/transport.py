@@ -828,13 +828,18 @@ class Libp2pTransport:
         own_ports = [int(a.split("/")[4]) for a in self._listen_addrs if a.split("/")[3:4] == ["tcp"]]
         if host is None or self._relay is None or not own_ports:
             return
-        try:
-            reply = await relay_mod.ask_dial_back(host, peer, swarm_tag=self._tag,
-                                                  arch_hash=self.config.options.get("arch_hash"),
-                                                  port=own_ports[0], timeout=float(self.params.dial_timeout_s))
-        except Exception as exc:
-            logger.info("reachability check with %s failed: %r", peer, exc)
-            return
+        reply: dict[str, Any] = {}
+        for _attempt in range(3):  # a peer dials back at most once a second ("busy"): ask again
+            try:
+                reply = await relay_mod.ask_dial_back(host, peer, swarm_tag=self._tag,
+                                                      arch_hash=self.config.options.get("arch_hash"),
+                                                      port=own_ports[0], timeout=float(self.params.dial_timeout_s))
+            except Exception as exc:
+                logger.info("reachability check with %s failed: %r", peer, exc)
+                return
+            if reply.get("dial_back") != "busy":
+                break
+            await trio.sleep(1.1)
         net_log.info("%s can dial us back: %s%s", peer, reply.get("dial_back"),
                      " (it serves as a relay)" if reply.get("relay") else "")
         if reply.get("dial_back") == "ok" or not reply.get("relay") or self._nursery is None:
