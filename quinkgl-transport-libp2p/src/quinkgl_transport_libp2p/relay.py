@@ -11,7 +11,7 @@ and announces ``/ip4/<relay>/tcp/<port>/p2p/<relay id>/p2p-circuit`` first among
 such an address opens a relayed connection and runs the usual Noise handshake *through* it: the relay carries
 ciphertext between the two peers, end to end.
 
-Hole punching (DCUtR) is not attempted here (see docs/networking.md).
+Hole punching (DCUtR) is not used (it never succeeded in bench/relay_spike.py; see docs/networking.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID, STOP_PROTOCOL_ID, Circ
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
-
 from quinkgl.transport import TransportError
 
 from . import hello
