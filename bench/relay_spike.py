@@ -25,7 +25,6 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID, STOP_PROTOCOL_ID, Circ
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
-
 from quinkgl_transport_libp2p.host import build_host, key_pair_from_seed, make_addrs_factory
 
 ECHO = "/quinkgl-spike/echo/1.0.0"

@@ -3,7 +3,8 @@
 Each NATed peer joins through the public peer's bootstrap address, learns from a dial-back that nobody can dial
 it, reserves a slot on the public peer (circuit relay v2) and announces its relayed address. The two NATed peers
 must then exchange models *with each other* through the relay (Noise end to end); the relay's byte count and
-the rounds are printed. Hole punching (DCUtR) is not attempted here (bench/relay_spike.py tried it; see docs/networking.md).
+the rounds are printed. Hole punching (DCUtR) is not attempted here (bench/relay_spike.py tried it, see
+docs/networking.md).
 """
 
 from __future__ import annotations

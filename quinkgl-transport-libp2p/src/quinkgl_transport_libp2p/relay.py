@@ -62,8 +62,8 @@ class Relay:
         self.reserved: dict[str, str] = {}  # relay peer ID -> our circuit address there
         read = self.protocol._read_stream_with_retry  # only the relaying loop reads through it
 
-        async def counted(stream: Any, *args: Any, **kwargs: Any) -> bytes:
-            data: bytes = await read(stream, *args, **kwargs)
+        async def counted(stream: Any, *args: Any, **kwargs: Any) -> bytes | None:
+            data: bytes | None = await read(stream, *args, **kwargs)
             if data:
                 self._count("relayed_bytes", len(data))
             return data
