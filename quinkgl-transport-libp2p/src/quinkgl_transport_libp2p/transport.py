@@ -197,6 +197,7 @@ class Libp2pTransport:
         self._relay: Any = None  # relay.Relay once started
         self._relay_stats: Counter[str] = Counter()
         self._reachability_checked: set[str] = set()
+        self._bootstrap_self: set[str] = set()  # bootstrap addresses that turned out to be this peer itself
 
     # --------------------------------------------------------------------------------------------------------
     # Contract: properties and handlers
@@ -783,6 +784,9 @@ class Libp2pTransport:
                     try:
                         peer = await dial_unknown(host, ip, target.port, expected=expected)
                     except TransportError as exc:
+                        if "is this peer itself" in str(exc):  # e.g. the manifest lists this peer: stop dialling
+                            self._bootstrap_self.add(target.text)
+                            return False
                         errors.append(str(exc))
                         continue
                     peer_text = peer.to_base58()
@@ -809,7 +813,7 @@ class Libp2pTransport:
 
     async def _bootstrap_loop(self, target: BootstrapTarget) -> None:
         delay = 1.0
-        while True:
+        while target.text not in self._bootstrap_self:
             if self._bootstrap_connected(target):
                 delay = 1.0
                 await trio.sleep(1.0)
@@ -865,7 +869,8 @@ class Libp2pTransport:
         host = self._host
         if host is None:
             return "the transport is not running"
-        checks = await doctor.check_all(host, [t.text for t in self._bootstrap_targets], swarm_tag=self._tag,
+        others = [t.text for t in self._bootstrap_targets if t.text not in self._bootstrap_self]
+        checks = await doctor.check_all(host, others, swarm_tag=self._tag,
                                         arch_hash=self.config.options.get("arch_hash"), dial_back_port=0,
                                         timeout=float(self.params.dial_timeout_s))
         return doctor.hint(checks, manifest_hint)
