@@ -32,7 +32,9 @@ def test_bootstrap_only_swarm_exchanges_models_between_all_pairs(tmp_path, guide
                              params={"transport": {"local_discovery": False}})
     write_manifest(manifest, tmp_path / "remote.qgl")
     common = ["--manifest", "remote.qgl", "--script", "mnist_peer_script.py", "--rounds", "4", "--local-steps", "30",
-              "--max-eval-batches", "30", "--trust-policy", "open", "--script-arg", f"data_root={mnist_root}"]
+              "--max-eval-batches", "30", "--trust-policy", "open", "--script-arg", f"data_root={mnist_root}",
+              # start round 1 only once both others are seen (bounded): under load the peers start seconds apart
+              "--wait-for-peers", "2", "--discovery-wait", "180"]
     peers = []
     try:
         # separate state dirs: nothing shared on disk, as on separate machines
