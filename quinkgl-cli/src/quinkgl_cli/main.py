@@ -24,6 +24,7 @@ COMMANDS = {
     "manifest": "quinkgl_cli.commands.manifest:manifest_group",
     "info": "quinkgl_cli.commands.info:info_command",
     "data": "quinkgl_cli.commands.data:data_command",
+    "doctor": "quinkgl_cli.commands.doctor:doctor_command",
     "simulate": "quinkgl_cli.commands.simulate:simulate_command",
     "run": "quinkgl_cli.commands.run:run_command",
     "monitor": "quinkgl_cli.commands.monitor:monitor_command",

@@ -31,6 +31,7 @@ class ExitCode(enum.IntEnum):
     CHECKPOINT_IN_USE = 13  # another process holds the --checkpoint-dir
     ROUNDS_INCOMPLETE = 14  # `run` ended, unasked, before completing its rounds (e.g. the network service stopped)
     NOT_A_MEMBER = 15  # a certified swarm, and this peer has no valid membership certificate for it
+    NO_PEER_REACHABLE = 20  # `quinkgl doctor`: no bootstrap peer of the swarm was reachable
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import trio
 from libp2p.abc import IHost
@@ -36,6 +36,7 @@ from .params import Libp2pParams
 from .peer_exchange import AddressBook, parse_addr
 
 logger = logging.getLogger(__name__)
+CIRCUIT_SUFFIX = "/p2p-circuit"
 
 
 class Dialler:
@@ -53,6 +54,7 @@ class Dialler:
         limits: NetworkLimits | None = None,
         admits: Callable[[], Callable[[str], bool] | None] = lambda: None,
         reject: Callable[[str], None] = lambda reason: None,
+        relay_dial: Callable[[str, ID], Awaitable[None]] | None = None,
     ) -> None:
         self.params = params
         self.book = book
@@ -60,6 +62,7 @@ class Dialler:
         self.limits = limits if limits is not None else NetworkLimits()
         self._admits = admits
         self._reject = reject
+        self._relay_dial = relay_dial  # dials a /p2p-circuit address through its relay (circuit relay v2)
         self._pending: dict[ID, trio.Event] = {}  # dials in flight, awaited by concurrent sends
         lim = self.limits
         self._budget = TokenBucket(lim.dial_budget / lim.dial_window_s, float(lim.dial_budget), time.monotonic())
@@ -136,12 +139,27 @@ class Dialler:
                 errors.append("dial budget exhausted")
                 break
             self.attempts += 1
-            _, proto, name, _, port_s = addr.split("/")
             left = len(candidates) - index
             limit = float(self.params.dial_timeout_s)
             if left > 1:  # leave time for the other addresses within the caller's deadline
                 remaining = trio.current_effective_deadline() - trio.current_time()
                 limit = min(limit, max(0.5, remaining / left))
+            if addr.endswith(CIRCUIT_SUFFIX):  # reachable through a relay
+                if self._relay_dial is None:
+                    errors.append(f"{addr}: relayed addresses are not dialled by this transport")
+                    continue
+                try:
+                    with trio.fail_after(limit):
+                        await self._relay_dial(addr, target)
+                    logger.debug("connected to %s through %s", key, addr)
+                    return
+                except trio.TooSlowError:
+                    errors.append(f"{addr}: no relayed connection within {limit:.1f} s")
+                except TransportError as exc:
+                    errors.append(f"{addr}: {exc}")
+                self.failed_addrs.add(addr, self.limits.dial_negative_ttl_s)
+                continue
+            _, proto, name, _, port_s = addr.split("/")
             try:
                 with trio.fail_after(limit):
                     if proto.startswith("dns"):

@@ -4,7 +4,9 @@ py-libp2p 0.8.1's default host also accepts **plaintext** and secio sessions; he
 Noise only, and the muxer is Yamux only. ``ConnectionConfig(max_connections_per_peer=1)`` avoids the 250 ms
 happy-eyeballs wait on every connect. Identify's observed-address discovery is off, and the announced
 addresses come from an address factory that replaces a wildcard listen address (``0.0.0.0`` / ``::``) by the
-machine's concrete interface addresses plus loopback, with the operator's ``announce_addrs`` first.
+machine's concrete non-loopback interface addresses (loopback only when there is no other), with the operator's
+``announce_addrs`` first. So neither ``0.0.0.0`` nor ``127.0.0.1`` reaches a peer on another machine, through
+peer exchange or identify.
 
 Listener traps handled here: libp2p's TCP listener sets ``SO_REUSEPORT``, so a second process bound to the
 same port would silently *share* it, and ``host.run()`` does not raise when binding fails. So before start a
@@ -137,6 +139,31 @@ def _tcp_port(addr: multiaddr.Multiaddr) -> int | None:
     return int(value) if value is not None else None
 
 
+def _is_loopback(addr: multiaddr.Multiaddr) -> bool:
+    for proto, value in addr.items():
+        if proto.name in ("ip4", "ip6"):
+            try:
+                return ipaddress.ip_address(value).is_loopback
+            except ValueError:
+                return False
+    return False
+
+
+def concrete_addrs(wildcard: multiaddr.Multiaddr, port: int) -> list[multiaddr.Multiaddr]:
+    """The addresses to announce for a wildcard listener: this machine's interface addresses of its IP version.
+
+    Loopback is announced only when the machine has no other interface address: peers on other machines
+    would dial *themselves* at ``127.0.0.1``, and same-machine peers reach the interface addresses as well (the
+    peer registry records the listen addresses separately).
+    """
+    is_v6 = any(p.name == "ip6" for p in wildcard.protocols())
+    same_family = [a for a in get_available_interfaces(port) if any(p.name == "ip6" for p in a.protocols()) == is_v6]
+    outside = [a for a in same_family if not _is_loopback(a) and not _is_wildcard(a)]
+    if outside:
+        return outside
+    return [multiaddr.Multiaddr(f"/ip6/::1/tcp/{port}" if is_v6 else f"/ip4/127.0.0.1/tcp/{port}")]
+
+
 def make_addrs_factory(announce: Sequence[multiaddr.Multiaddr]):  # type: ignore[no-untyped-def]
     """Address factory: operator-given addresses first, then concrete addresses for every wildcard listener."""
     announce = list(announce)
@@ -148,13 +175,7 @@ def make_addrs_factory(announce: Sequence[multiaddr.Multiaddr]):  # type: ignore
                 port = _tcp_port(addr)
                 if port is None:
                     continue
-                is_v6 = any(p.name == "ip6" for p in addr.protocols())
-                for concrete in get_available_interfaces(port):
-                    concrete_v6 = any(p.name == "ip6" for p in concrete.protocols())
-                    if concrete_v6 == is_v6:
-                        out.append(concrete)
-                loopback = multiaddr.Multiaddr(f"/ip6/::1/tcp/{port}" if is_v6 else f"/ip4/127.0.0.1/tcp/{port}")
-                out.append(loopback)
+                out.extend(concrete_addrs(addr, port))
             else:
                 out.append(addr)
         seen: set[str] = set()

@@ -17,7 +17,8 @@ receiver files them under the message's origin peer ID.
         N x (u16 BE length n, n bytes of ASCII multiaddr text), 1 <= n <= MAX_ADDR_TEXT
     document                    the rest (the application's bytes, <= max_announcement_bytes)
 
-Each address is ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`` optionally followed by ``/p2p/<peer id>``; the
+Each address is ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`` optionally followed by ``/p2p/<peer id>``, or a
+relayed address ``<such an address>/p2p/<relay id>/p2p-circuit`` (circuit relay v2, see relay.py); the
 block must parse exactly (no trailing bytes, no duplicates). A malformed block makes the whole envelope invalid
 (the topic validator rejects it, so it is neither delivered nor forwarded).
 
@@ -61,6 +62,7 @@ MAX_ADDR_BLOCK = 1 + MAX_ADDRS * (2 + MAX_ADDR_TEXT)
 DEFAULT_TTL_S = 600.0  # a peer that stops announcing is forgotten after this long
 DEFAULT_MAX_PEERS = 1024
 
+_CIRCUIT = "/p2p-circuit"
 
 
 class EnvelopeError(ValueError):
@@ -85,6 +87,11 @@ def parse_addr(text: str) -> tuple[str, str | None]:
     """
     if not text.startswith("/"):
         raise ValueError(f"{text!r} is not a multiaddr")
+    if text.endswith(_CIRCUIT):  # <relay tcp address>/p2p/<relay id>/p2p-circuit: reachable through that relay
+        relay, relay_id = parse_addr(text[: -len(_CIRCUIT)])
+        if relay_id is None or relay.endswith(_CIRCUIT):
+            raise ValueError(f"{text!r}: a relayed address needs /p2p/<relay id> before /p2p-circuit")
+        return f"{relay}/p2p/{relay_id}{_CIRCUIT}", None
     address = parse_peer_address(text)
     canonical = address.multiaddr if address.peer_id is None else address.multiaddr.rpartition("/p2p/")[0]
     if text != address.multiaddr:

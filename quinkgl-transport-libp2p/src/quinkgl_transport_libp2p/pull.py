@@ -110,6 +110,7 @@ async def request(transport: Libp2pTransport, peer_id: str, message: bytes, *, t
         except TransportError:
             raise
         except Exception as exc:
+            await transport._drop_connection(host, target, "no stream could be opened on it")
             raise TransportError(f"cannot open a pull stream to {peer_id}: {exc}") from exc
         ok = False
         try:

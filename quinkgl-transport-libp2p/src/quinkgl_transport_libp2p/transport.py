@@ -50,7 +50,8 @@ from quinkgl.transport import (
     TransportStats,
 )
 
-from . import framing, pull
+from . import doctor, framing, hello, pull
+from . import relay as relay_mod
 from .announce import Announcer
 from .bootstrap import BootstrapTarget, parse_bootstrap_addr
 from .bootstrapper import Bootstrapper
@@ -73,6 +74,8 @@ from .registry_discovery import RegistryDiscovery
 from .stream_guard import install_stream_guard, release_inbound_slots
 
 logger = logging.getLogger(__name__)
+#: Shown by ``quinkgl run`` without -v (the "quinkgl" logger tree is at INFO): what addresses peers announce.
+net_log = logging.getLogger("quinkgl.net")
 
 class _PeerLostNotifee(INotifee):
     """Calls back when the last connection to a peer closes."""
@@ -159,6 +162,7 @@ class Libp2pTransport:
             limits=self.limits,
             admits=lambda: self._admits,
             reject=lambda reason: self._reject(reason),
+            relay_dial=self._relay_dial,
         )
         self._streams = ModelStreams(
             params=self.params,
@@ -173,6 +177,9 @@ class Libp2pTransport:
         # Observer (listen-only) mode, for `quinkgl monitor`: receives announcements, publishes none, accepts no
         # models and writes no registry entry, so no peer ever learns of it as a swarm member or a source.
         self._observer = bool(config.options.get("observer", False))
+        self._relay: Any = None  # relay.Relay once started
+        self._relay_stats: Counter[str] = Counter()
+        self._bootstrapper: Bootstrapper | None = None
 
     # --------------------------------------------------------------------------------------------------------
     # Contract: properties and handlers
@@ -262,6 +269,22 @@ class Libp2pTransport:
         """Bootstrap address -> the peer ID that answered there (learned or pinned)."""
         return dict(self._bootstrap_learned)
 
+    def _is_member(self, peer: ID) -> bool:
+        """A peer whose signed announcement on this swarm's topic we received (so it holds the manifest)."""
+        return bool(self._pex.addrs(peer.to_base58()))
+
+    def _count_relay(self, key: str, n: int) -> None:
+        self._relay_stats[key] += n
+
+    def relay_stats(self) -> dict[str, int]:
+        """``relayed_bytes`` (as a relay) and ``relay_refused_non_member``; for logs and tests."""
+        return dict(self._relay_stats)
+
+    async def _relay_dial(self, addr: str, target: ID) -> None:
+        if self._relay is None:
+            raise TransportError("no relay client is running")
+        await self._relay.dial(addr, target)
+
     def _reject(self, reason: str) -> None:
         self._rejected[reason] += 1
 
@@ -293,6 +316,8 @@ class Libp2pTransport:
 
     async def _close_stack(self, *exc_info: Any) -> None:
         self._closed = True
+        if self._relay_stats:
+            net_log.info("relay: %s", ", ".join(f"{k}={v}" for k, v in sorted(self._relay_stats.items())))
         if self._registry is not None:
             self._registry.unregister()
         stack, self._stack = self._stack, None
@@ -342,6 +367,9 @@ class Libp2pTransport:
         if not self._observer:  # an observer serves nothing: no model stream, no pull answers
             host.set_stream_handler(framing.PROTOCOL_ID, self._streams.handle)  # type: ignore[arg-type]
             host.set_stream_handler(pull.PROTOCOL_ID, self._handle_pull_stream)  # type: ignore[arg-type]
+        serves_relay = bool(cfg.options.get("relay"))
+        responder = hello.HelloResponder(self._streams.tag, cfg.options.get("arch_hash"), lambda: serves_relay)
+        host.set_stream_handler(hello.PROTOCOL_ID, responder.handle)  # type: ignore[arg-type]  # for `doctor`
         swarm.register_notifee(_PeerLostNotifee(self))
         self._announcer = Announcer(
             host,
@@ -359,6 +387,11 @@ class Libp2pTransport:
         # shutdown), so the port keeps answering: close the host explicitly, shielded, before run() exits.
         self._stack.push_async_callback(self._close_host, host)
         bound = verify_listening(host, listen)
+        from .relay import Relay  # circuit relay v2: serve with --relay; reserve when nobody can dial us
+
+        self._relay = Relay(host, serve=bool(cfg.options.get("relay")), is_member=self._is_member,
+                            count=self._count_relay)
+        await self._relay.start(self._stack)
         self._listen_addrs = [str(a) for a in host.get_addrs()]
         self._announcer.set_addrs(own_addrs(self._listen_addrs, self._peer_id))
         logger.info(
@@ -391,14 +424,15 @@ class Libp2pTransport:
             )
             nursery.start_soon(discovery.run, nursery)
 
-        bootstrapper = Bootstrapper(
+        self._bootstrapper = Bootstrapper(
             host=host,
             targets=self._bootstrap_targets,
             params=params,
             connected_peers=self.connected_peers,
             learned=self._bootstrap_learned,
+            check_reachability=None if self._observer else self._check_reachability,
         )
-        await bootstrapper.start(nursery)
+        await self._bootstrapper.start(nursery)
 
     # --------------------------------------------------------------------------------------------------------
     # Announcements
@@ -476,6 +510,8 @@ class Libp2pTransport:
         if not kept:
             return
         changed = self._pex.learn(origin, kept)
+        if changed:
+            net_log.info("peer %s announces %s", origin, ", ".join(kept))
         host = self._host
         if host is None:
             return
@@ -528,7 +564,11 @@ class Libp2pTransport:
         with trio.move_on_after(max(timeout, 0.0)) as scope:
             try:
                 await self._dialler.ensure_connected(host, target)
-                await self._streams.send(host, target, payload)
+                try:
+                    await self._streams.send(host, target, payload)
+                except TransportError:
+                    await self._drop_connection(host, target, "no stream could be opened on it")
+                    raise
                 return
             except framing.SendRefused as exc:
                 error = exc
@@ -539,6 +579,7 @@ class Libp2pTransport:
             except Exception as exc:
                 error = exc
         if scope.cancelled_caught:
+            await self._drop_connection(host, target, "a send on it timed out")
             raise TransportError(
                 f"sending {len(payload)} bytes to {peer_id} timed out after {time.monotonic() - started:.2f} s"
             )
@@ -546,6 +587,71 @@ class Libp2pTransport:
         if isinstance(error, TransportError):
             raise error
         raise TransportError(f"sending to {peer_id} failed: {error}") from error
+
+    async def _drop_connection(self, host: IHost, target: ID, why: str) -> None:
+        """Close a connection that no longer works, so the next send, request or bootstrap round dials afresh.
+
+        After a network outage (a cut link, a sleeping laptop) a Yamux session can stay "established" while no
+        stream opens on it any more; keeping it would stop every later exchange with that peer and every re-dial.
+        """
+        if not host.get_network().get_connections(target):
+            return
+        net_log.info("dropping the connection to %s: %s", target, why)
+        with trio.CancelScope(shield=True), trio.move_on_after(3):
+            try:
+                await host.disconnect(target)
+            except Exception:  # already closing; nothing more to do
+                logger.debug("closing the connection to %s failed", target, exc_info=True)
+
+    async def _check_reachability(self, peer: ID, ip: str, port: int) -> None:
+        """Ask a bootstrap peer to dial us back; if it cannot and it is a relay, reserve a slot and announce it."""
+        host = self._host
+        own_ports = [int(a.split("/")[4]) for a in self._listen_addrs if a.split("/")[3:4] == ["tcp"]]
+        if host is None or self._relay is None or not own_ports:
+            return
+        reply: dict[str, Any] = {}
+        for _attempt in range(3):  # a peer dials back at most once a second ("busy"): ask again
+            try:
+                reply = await relay_mod.ask_dial_back(host, peer, swarm_tag=self._streams.tag,
+                                                      arch_hash=self.config.options.get("arch_hash"),
+                                                      port=own_ports[0], timeout=float(self.params.dial_timeout_s))
+            except Exception as exc:
+                logger.info("reachability check with %s failed: %r", peer, exc)
+                return
+            if reply.get("dial_back") != "busy":
+                break
+            await trio.sleep(1.1)
+        net_log.info("%s can dial us back: %s%s", peer, reply.get("dial_back"),
+                     " (it serves as a relay)" if reply.get("relay") else "")
+        if reply.get("dial_back") == "ok" or not reply.get("relay") or self._nursery is None:
+            return
+        relay_tcp = f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{port}"
+        for _attempt in range(15):  # the relay admits members only: it must have received our announcement
+            try:
+                with trio.fail_after(float(self.params.dial_timeout_s)):
+                    address = await self._relay.reserve(peer, relay_tcp, self._nursery)
+            except Exception as exc:
+                logger.info("relay reservation on %s failed: %r", peer, exc)
+                await trio.sleep(2.0)
+                continue
+            if self._announcer is not None and self._peer_id is not None:
+                self._announcer.set_addrs(own_addrs([address, *self._listen_addrs], self._peer_id))
+            return
+
+    async def connectivity_hint(self, manifest_hint: str = "demo.qgl") -> str:
+        """Why no peer was found, in words (the checks of ``quinkgl doctor``, run with this peer's host).
+
+        Not part of the transport contract: the runtime calls it, when present, if discovery found nobody.
+        """
+        host = self._host
+        if host is None:
+            return "the transport is not running"
+        own = self._bootstrapper.own if self._bootstrapper is not None else set()
+        others = [t.text for t in self._bootstrap_targets if t.text not in own]
+        checks = await doctor.check_all(host, others, swarm_tag=self._streams.tag,
+                                        arch_hash=self.config.options.get("arch_hash"), dial_back_port=0,
+                                        timeout=float(self.params.dial_timeout_s))
+        return doctor.hint(checks, manifest_hint)
 
     async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:
         return await pull.request(self, peer_id, message, timeout=timeout)  # /quinkgl/pull/1.0.0, see pull.py

@@ -28,6 +28,12 @@ from quinkgl_cli.peer_options import peer_source_options
               help="Peer to dial first: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
 @click.option("--announce-addr", "announce_addrs", multiple=True, metavar="MULTIADDR",
               help="Address to announce to others (NAT / port forwarding): host:port or a multiaddr, repeatable.")
+@click.option("--relay", is_flag=True,
+              help="Serve as a circuit relay for this swarm's members (run it on a publicly reachable peer).")
+@click.option("--wait-for-peers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Before the first round, wait for this many peers (at most --discovery-wait seconds).")
+@click.option("--discovery-wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Longest wait for peers before the first round, in seconds.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints; a restart resumes from here.")
 @click.option("--membership-cert", type=click.Path(dir_okay=False),
               help="This peer's membership certificate (`quinkgl admit`), required by a certified swarm.")
@@ -43,9 +49,10 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
                 local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool, trust_policy: str,
                 trusted_keys: tuple[str, ...], seed: int, node_id: Optional[str], host: str, port: int,
                 rounds: Optional[int], gossip_interval: float, bootstrap_peers: tuple[str, ...],
-                announce_addrs: tuple[str, ...], checkpoint_dir: Optional[str], membership_cert: Optional[str],
-                max_eval_batches: Optional[int], device: str, metrics_port: Optional[int], metrics_host: str,
-                tensorboard_dir: Optional[str], verbose: bool) -> None:
+                announce_addrs: tuple[str, ...], relay: bool, wait_for_peers: int, discovery_wait: float,
+                checkpoint_dir: Optional[str], membership_cert: Optional[str], max_eval_batches: Optional[int],
+                device: str, metrics_port: Optional[int], metrics_host: str, tensorboard_dir: Optional[str],
+                verbose: bool) -> None:
     """Run one peer: train locally, exchange models with the swarm, aggregate, checkpoint."""
     from quinkgl.extras import require_extra
 
@@ -81,8 +88,10 @@ def run_command(manifest_path: str, script: Optional[str], data: Optional[str], 
         local_steps=local_steps, local_epochs=local_epochs, gossip_interval=gossip_interval,
         script_args=parse_script_args(script_args), checkpoint_dir=checkpoint_dir, strict_manifest=strict_manifest,
         seed=seed, device=device, max_eval_batches=max_eval_batches, membership_cert=membership_cert,
+        min_peers=wait_for_peers, discovery_wait=discovery_wait,
     )
-    network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs)
+    network = NetworkOptions(host=host, port=port, bootstrap_peers=bootstrap_peers, announce_addrs=announce_addrs,
+                             relay=relay)
     progress = PeerProgress(options.rounds, live=live)
     registry = build_registry()
     exporters = start_exporters(registry, metrics_host=metrics_host, metrics_port=metrics_port,

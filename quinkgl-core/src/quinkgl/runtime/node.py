@@ -31,6 +31,7 @@ class NetworkOptions:
     port: int = 0
     bootstrap_peers: Sequence[str] = ()
     announce_addrs: Sequence[str] = ()
+    relay: bool = False  # serve as a circuit relay for the swarm's members (libp2p)
     state_dir: Optional[str] = None  # identity key location; default: checkpoint dir, else per-user state
 
 
@@ -72,6 +73,8 @@ async def run_peer(manifest: Any, source: Any, options: PeerOptions, network: Ne
             state_dir=identity_dir(options, network), max_payload_bytes=max_bytes,
             bootstrap_peers=tuple(dict.fromkeys([*manifest.bootstrap_peers, *network.bootstrap_peers])),
             announce_addrs=tuple(network.announce_addrs),
+            # arch_hash: answered by the libp2p hello protocol (quinkgl doctor); relay: serve as a circuit relay
+            options={"arch_hash": manifest.model.arch_hash, "relay": network.relay},
         )
         return transport_spec.factory(resolved.params["transport"], config)
 

@@ -26,7 +26,8 @@ class PeerOptions:
     device: str = "cpu"
     max_eval_batches: Optional[int] = None
     isolated: bool = False  # train alone: never send (a baseline for experiments)
-    discovery_wait: float = 10.0  # before the first round, wait this long at most for a first compatible peer
+    discovery_wait: float = 10.0  # before the first round, wait this long at most for min_peers compatible peers
+    min_peers: int = 1  # peers to wait for (at most discovery_wait) before the first round
     membership_cert: Optional[str] = None  # this peer's membership certificate file (certified swarms)
 
     def steps_for(self, batches_per_epoch: int) -> int:

@@ -354,9 +354,20 @@ class Peer:
         if self.options.isolated or self.completed >= self.options.rounds:
             return
         with trio.move_on_after(self.options.discovery_wait):
-            while not self.view.alive(trio.current_time()):
+            while len(self.view.alive(trio.current_time())) < self.options.min_peers:
                 with trio.move_on_after(1.0):
                     await self._changed.wait()
+        if not self.view.alive(trio.current_time()):
+            # Never train alone silently: say why nobody was found (transports may offer a diagnosis).
+            explain = getattr(self.p.transport, "connectivity_hint", None)
+            hint = "no peer of the swarm found yet"
+            if explain is not None:
+                try:
+                    with trio.move_on_after(15):
+                        hint = await explain()
+                except Exception as exc:
+                    hint = f"no peer of the swarm found yet (diagnosis failed: {exc!r})"
+            log.warning("%s\n  training alone until peers appear", hint)
 
     async def _catch_up(self) -> None:
         """A peer far behind the swarm (no checkpoint, or an old one) first averages the newest models of at
