@@ -203,9 +203,14 @@ def test_a_balanced_histogram_weighs_more_than_a_single_class_one(registry):
     balanced = model("balanced", torch.zeros(4, 3), torch.zeros(3), histogram=[25, 25, 25, 25])
     skewed = model("skewed", torch.ones(4, 3), torch.ones(3), histogram=[100, 0, 0, 0])
     result = build(registry, "EntropyWeightedAvg").aggregate(balanced, [skewed])
-    # weights 100 x 1.0 and 100 x floor(0.1): the aggregate sits at 0.1 / 1.1 of the way to the skewed model
-    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.1 / 1.1, rel=1e-5)
+    # weights 100 x 1.0 and 100 x floor(0.1) = 10; the weight bound caps 100 at 3 x the lower median (10), so
+    # the aggregate sits at 10 / 40 of the way to the skewed model (without the bound: 0.1 / 1.1)
+    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.25, rel=1e-5)
     assert result.used == ("balanced", "skewed")
+    # with three balanced models of four, the lower median is a balanced weight and nothing is capped
+    more = [model(f"b{i}", torch.zeros(4, 3), torch.zeros(3), histogram=[25, 25, 25, 25]) for i in range(2)]
+    result = build(registry, "EntropyWeightedAvg").aggregate(balanced, [*more, skewed])
+    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.1 / 3.1, rel=1e-5)
     fedavg = FedAvg().aggregate(balanced, [skewed])
     assert fedavg.tensors["fc.weight"].mean().item() == pytest.approx(0.5)
 

@@ -12,15 +12,28 @@ the own model and report every received sender as excluded.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from quinkgl.aggregation import AggregationResult, ModelUpdate
 
+from quinkgl_agg_robust.distances import column_block
 from quinkgl_agg_robust.params import MedianParams, TrimmedMeanParams, resolve_f
 from quinkgl_agg_robust.stack import ModelStack
 
 MEDIAN_MIN_MODELS = 3
+
+
+def _by_blocks(matrix: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a columnwise ``reduce`` of sorted columns block by block (a sort holds values and int64 indices, so
+    sorting the whole matrix at once would cost three more n × d copies)."""
+    n, d = matrix.shape
+    width = column_block(n, d)
+    out = torch.empty(d, dtype=matrix.dtype, device=matrix.device)
+    for start in range(0, d, width):
+        ordered = torch.sort(matrix[:, start : start + width], dim=0).values
+        out[start : start + width] = reduce(ordered)
+    return out
 
 
 def trimmed_mean(matrix: torch.Tensor, k: int) -> torch.Tensor:
@@ -28,15 +41,15 @@ def trimmed_mean(matrix: torch.Tensor, k: int) -> torch.Tensor:
     n = matrix.shape[0]
     if k == 0:
         return matrix.mean(dim=0)
-    ordered = torch.sort(matrix, dim=0).values
-    return ordered[k : n - k].mean(dim=0)
+    return _by_blocks(matrix, lambda ordered: ordered[k : n - k].mean(dim=0))
 
 
 def coordinatewise_median(matrix: torch.Tensor) -> torch.Tensor:
     """The median of each column; for even n the mean of the two middle values (torch.median takes the lower)."""
     n = matrix.shape[0]
-    ordered = torch.sort(matrix, dim=0).values
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    if n % 2:
+        return matrix.median(dim=0).values
+    return _by_blocks(matrix, lambda ordered: (ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
 
 
 class TrimmedMean:

@@ -5,6 +5,10 @@ with the same shape and holds finite values only; otherwise it is reported as ex
 (the arch hash makes a shape mismatch unlikely, but a NaN from a diverged or hostile peer would poison every
 distance and sort). Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) never enter the matrix: the
 result always takes them from the own model.
+
+Memory: the matrix is allocated once (n × d in float32, float64 for float64 models, on the own model's device)
+and every model is copied straight into its row, so building it costs one n × d copy and no temporaries
+larger than one tensor. Weighted means go through core's :func:`quinkgl.aggregation.weighted_mean`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from quinkgl.aggregation import AggregationResult, ModelUpdate
+from quinkgl.aggregation import AggregationResult, ModelUpdate, weighted_mean
 
 
 class ModelStack:
@@ -29,15 +33,12 @@ class ModelStack:
             self.dtype = torch.promote_types(self.dtype, own.tensors[name].dtype)
         self.device = own.tensors[self.names[0]].device if self.names else torch.device("cpu")
 
-        candidates = [u for u in received if self._fits(u)]
-        rows = self._flatten([own, *candidates])
-        finite = torch.isfinite(rows).all(dim=1)
-        finite[0] = True  # the own model is the anchor: kept even if training diverged
-        keep = finite.tolist()
-        self.updates: list[ModelUpdate] = [own] + [u for u, ok in zip(candidates, keep[1:]) if ok]
-        self.matrix: torch.Tensor = rows[finite]
-        usable = {id(u) for u in self.updates}
-        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in usable)
+        # Finiteness is checked tensor by tensor before anything is copied, so the matrix holds usable rows only.
+        usable = [u for u in received if self._fits(u) and self._finite(u)]
+        self.updates: list[ModelUpdate] = [own, *usable]
+        kept = {id(u) for u in usable}
+        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in kept)
+        self.matrix: torch.Tensor = self._flatten(self.updates)
 
     def __len__(self) -> int:
         return len(self.updates)
@@ -49,15 +50,17 @@ class ModelStack:
             for name, shape in zip(self.names, self.shapes)
         )
 
+    def _finite(self, update: ModelUpdate) -> bool:
+        return all(bool(torch.isfinite(update.tensors[name]).all()) for name in self.names)
+
     def _flatten(self, updates: Sequence[ModelUpdate]) -> torch.Tensor:
-        if not self.names:
-            return torch.zeros((len(updates), 0), dtype=self.dtype, device=self.device)
-        return torch.stack(
-            [
-                torch.cat([u.tensors[name].detach().reshape(-1).to(self.device, self.dtype) for name in self.names])
-                for u in updates
-            ]
-        )
+        matrix = torch.empty((len(updates), sum(self.sizes)), dtype=self.dtype, device=self.device)
+        for row, update in zip(matrix, updates):
+            offset = 0
+            for name, size in zip(self.names, self.sizes):
+                row[offset : offset + size].copy_(update.tensors[name].detach().reshape(-1))
+                offset += size
+        return matrix
 
     def tensors(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unflatten one row into a state dict shaped like the own model (integer buffers copied from it)."""
@@ -82,10 +85,13 @@ class ModelStack:
         return self.result(self.matrix[0], [0])
 
     def weighted_mean(self, rows: Sequence[int], weights: Sequence[float] | None = None) -> AggregationResult:
-        """The (weighted) mean of the given rows; weights are normalised here, all-zero weights mean uniform."""
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        if weights is None or float(sum(weights)) <= 0:
-            weights = [1.0] * len(index)
-        w = torch.tensor(list(weights), dtype=torch.float64, device=self.device)
-        w = (w / w.sum()).to(self.dtype)
-        return self.result(w @ self.matrix[index], list(rows))
+        """The (weighted) mean of the given rows' models; weights are normalised, all-zero weights mean uniform."""
+        rows = list(rows)
+        chosen = [self.updates[i] for i in rows]
+        tensors = weighted_mean(chosen, [1.0] * len(rows) if weights is None else weights, like=self.own.tensors)
+        used = {0, *rows}
+        return AggregationResult(
+            tensors,
+            tuple(u.sender for i, u in enumerate(self.updates) if i in used),
+            self.rejected + tuple(u.sender for i, u in enumerate(self.updates) if i not in used),
+        )
