@@ -67,6 +67,7 @@ class PeerParts:
     store: Any = None  # CheckpointStore or None
     start_round: int = 0
     limiter: Optional[trio.CapacityLimiter] = None
+    attack: Any = None  # a quinkgl.attacks.Attack for a simulated hostile peer (--byzantine); None for honest peers
 
 
 class Peer:
@@ -283,15 +284,20 @@ class Peer:
         started = trio.current_time()
         self.round = round_idx
         self._notify()
+        if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
+            self.p.attack.begin_round(await self._work(self._snapshot))
         trained = await self._work(self._train)
         train_seconds = trio.current_time() - started
         own_tensors = await self._work(self._snapshot)
         if not self.options.isolated:
-            payload = await self._work(self._encode, own_tensors, round_idx)
+            outgoing = own_tensors if self.p.attack is None else await self._work(self.p.attack.outgoing, own_tensors)
+            payload = await self._work(self._encode, outgoing, round_idx)
             me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
             candidates = [me, *self.view.candidates(trio.current_time())]
             targets = [t for t in self.p.topology.select(self.peer_id, candidates, round_idx, self.rng)
                        if t != self.peer_id]
+            if self.p.attack is not None and self.p.attack.push_all:  # --byzantine seam (2/2): push to everyone
+                targets = [c.peer_id for c in candidates if c.peer_id != self.peer_id]
             async with trio.open_nursery() as sends:
                 for target in targets:
                     sends.start_soon(self._send, target, payload)
