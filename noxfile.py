@@ -16,7 +16,7 @@ import nox
 
 ROOT = Path(__file__).parent
 ENV = ROOT / ".nox" / "quinkgl"
-DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli", "quinkgl-agg-robust", "quinkgl-topo", "quinkgl-transport-libp2p"]
+DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli", "quinkgl-agg-robust[test]", "quinkgl-topo", "quinkgl-transport-libp2p"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "matplotlib>=3.8"]
 
@@ -42,7 +42,8 @@ def shared_env(session: nox.Session) -> dict[str, str]:
         session.run(*pip, "--upgrade", "pip", external=True)
         session.run(*pip, *TORCH, external=True)
         session.run(*pip, *TOOLS, external=True)
-        editable = [arg for dist in DISTRIBUTIONS for arg in ("-e", str(ROOT / dist.replace("[torch]", "")) + ("[torch]" if "[torch]" in dist else ""))]
+        editable = [arg for dist in DISTRIBUTIONS
+                    for arg in ("-e", str(ROOT / dist.split("[")[0]) + (dist[dist.index("["):] if "[" in dist else ""))]
         session.run(*pip, *editable, external=True)
         stamp_file.write_text(_stamp())
     return {"PATH": f"{ENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(ENV)}
