@@ -290,3 +290,15 @@ def test_importing_the_plugin_loads_neither_torch_nor_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(out.stdout) == {"names": list(RULES), "heavy": []}
+
+
+def test_sorting_network_rules_match_a_full_sort_for_every_count():
+    gen = torch.Generator().manual_seed(1)
+    for n in range(1, 70):
+        rows = torch.randint(-3, 4, (n, 257), generator=gen).float()  # many ties
+        ordered = torch.sort(rows, dim=0).values
+        median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+        assert torch.equal(coordinatewise_median(rows), median), n
+        for k in {0, 1, (n - 1) // 2}:
+            if n > 2 * k:
+                assert torch.allclose(trimmed_mean(rows, k), ordered[k : n - k].mean(dim=0), atol=1e-6), (n, k)

@@ -11,28 +11,77 @@ the own model and report every received sender as excluded.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
 import torch
 from quinkgl.aggregation import AggregationResult, ModelUpdate
 
-from quinkgl_agg_robust.distances import column_block
 from quinkgl_agg_robust.params import MedianParams, TrimmedMeanParams, resolve_f
 from quinkgl_agg_robust.stack import ModelStack
 
 MEDIAN_MIN_MODELS = 3
 
 
-def _by_blocks(matrix: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Apply a columnwise ``reduce`` of sorted columns block by block (a sort holds values and int64 indices, so
-    sorting the whole matrix at once would cost three more n × d copies)."""
+SORT_BLOCK = 32768  # columns per block: (n + 1) × 32768 float32 values stay in the CPU caches
+
+
+@functools.lru_cache(maxsize=64)
+def sorting_network(n: int, outputs: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sort for ``n`` wires, pruned to the comparators that reach ``outputs``.
+
+    Built for the next power of two; a comparator that touches a wire ``>= n`` would compare with +inf and never
+    swap, so it is dropped. Walking the network backwards keeps only comparators that feed a wanted output.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed, kept = set(outputs), []
+    for a, b in reversed(pairs):
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed.update((a, b))
+    return tuple(reversed(kept))
+
+
+def _sorted_rows(matrix: torch.Tensor, outputs: Sequence[int],
+                 reduce: Callable[[list[torch.Tensor], torch.Tensor], None]) -> torch.Tensor:
+    """Sort every column of ``matrix`` with a comparator network, block by block, and ``reduce`` each block.
+
+    ``torch.sort`` along dim 0 sorts each short column on its own and is slow; a sorting network is elementwise
+    ``minimum``/``maximum`` over whole rows, vectorised across the columns of a cache-sized block. A block buffer
+    of (n + 1) rows is the only extra memory. ``reduce(rows, out)`` writes the block's result into ``out`` from
+    the sorted rows (only the rows named in ``outputs`` are guaranteed to be in their sorted place).
+    """
     n, d = matrix.shape
-    width = column_block(n, d)
+    network = sorting_network(n, tuple(outputs))
+    width = max(1, min(SORT_BLOCK, d, max(1024, d // 4)))
     out = torch.empty(d, dtype=matrix.dtype, device=matrix.device)
+    buffer = torch.empty((n + 1, width), dtype=matrix.dtype, device=matrix.device)
     for start in range(0, d, width):
-        ordered = torch.sort(matrix[:, start : start + width], dim=0).values
-        out[start : start + width] = reduce(ordered)
+        block = matrix[:, start : start + width]
+        columns = block.shape[1]
+        work = buffer[:, :columns]
+        work[:n].copy_(block)
+        rows, spare = list(work[:n].unbind(0)), work[n]
+        for a, b in network:
+            low, high = rows[a], rows[b]
+            torch.minimum(low, high, out=spare)
+            torch.maximum(low, high, out=high)
+            rows[a], spare = spare, low
+        reduce(rows, out[start : start + columns])
     return out
 
 
@@ -41,15 +90,28 @@ def trimmed_mean(matrix: torch.Tensor, k: int) -> torch.Tensor:
     n = matrix.shape[0]
     if k == 0:
         return matrix.mean(dim=0)
-    return _by_blocks(matrix, lambda ordered: ordered[k : n - k].mean(dim=0))
+
+    def mean_of_middle(rows: list[torch.Tensor], out: torch.Tensor) -> None:
+        out.copy_(rows[k])
+        for row in rows[k + 1 : n - k]:
+            out.add_(row)
+        out.div_(n - 2 * k)
+
+    return _sorted_rows(matrix, range(k, n - k), mean_of_middle)
 
 
 def coordinatewise_median(matrix: torch.Tensor) -> torch.Tensor:
     """The median of each column; for even n the mean of the two middle values (torch.median takes the lower)."""
     n = matrix.shape[0]
-    if n % 2:
-        return matrix.median(dim=0).values
-    return _by_blocks(matrix, lambda ordered: (ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
+    low, high = (n - 1) // 2, n // 2
+
+    def middle(rows: list[torch.Tensor], out: torch.Tensor) -> None:
+        if low == high:
+            out.copy_(rows[low])
+        else:
+            torch.add(rows[low], rows[high], out=out).div_(2)
+
+    return _sorted_rows(matrix, sorted({low, high}), middle)
 
 
 class TrimmedMean:

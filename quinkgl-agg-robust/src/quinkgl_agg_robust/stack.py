@@ -33,12 +33,11 @@ class ModelStack:
             self.dtype = torch.promote_types(self.dtype, own.tensors[name].dtype)
         self.device = own.tensors[self.names[0]].device if self.names else torch.device("cpu")
 
-        # Finiteness is checked tensor by tensor before anything is copied, so the matrix holds usable rows only.
-        usable = [u for u in received if self._fits(u) and self._finite(u)]
-        self.updates: list[ModelUpdate] = [own, *usable]
-        kept = {id(u) for u in usable}
-        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in kept)
-        self.matrix: torch.Tensor = self._flatten(self.updates)
+        candidates = [u for u in received if self._fits(u)]
+        self.matrix, kept = self._flatten([own, *candidates])
+        self.updates: list[ModelUpdate] = kept
+        usable = {id(u) for u in kept}
+        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in usable)
 
     def __len__(self) -> int:
         return len(self.updates)
@@ -50,17 +49,20 @@ class ModelStack:
             for name, shape in zip(self.names, self.shapes)
         )
 
-    def _finite(self, update: ModelUpdate) -> bool:
-        return all(bool(torch.isfinite(update.tensors[name]).all()) for name in self.names)
-
-    def _flatten(self, updates: Sequence[ModelUpdate]) -> torch.Tensor:
+    def _flatten(self, updates: Sequence[ModelUpdate]) -> tuple[torch.Tensor, list[ModelUpdate]]:
+        """Copy each model straight into the next free row; a row with a NaN or infinity is overwritten by the
+        next model (the own model, row 0, is kept even if training diverged). Returns the filled rows."""
         matrix = torch.empty((len(updates), sum(self.sizes)), dtype=self.dtype, device=self.device)
-        for row, update in zip(matrix, updates):
+        kept: list[ModelUpdate] = []
+        for update in updates:
+            row = matrix[len(kept)]
             offset = 0
             for name, size in zip(self.names, self.sizes):
                 row[offset : offset + size].copy_(update.tensors[name].detach().reshape(-1))
                 offset += size
-        return matrix
+            if not kept or bool(torch.isfinite(row).all()):
+                kept.append(update)
+        return matrix[: len(kept)], kept
 
     def tensors(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unflatten one row into a state dict shaped like the own model (integer buffers copied from it)."""
