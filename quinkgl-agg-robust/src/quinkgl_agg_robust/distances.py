@@ -28,6 +28,11 @@ def pairwise_sq_distances(matrix: torch.Tensor) -> torch.Tensor:
         centred = buffer[:, : block.shape[1]]
         torch.sub(block, block[:1], out=centred)
         gram.addmm_(centred, centred.T)
+    return distances_from_gram(gram)
+
+
+def distances_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """Squared distances from a Gram matrix of (centred) rows, clamped at zero, with an exact zero diagonal."""
     norms = gram.diagonal()
     distances = (norms[:, None] + norms[None, :] - 2 * gram).clamp_min_(0)
     distances.fill_diagonal_(0)

@@ -22,7 +22,7 @@ from quinkgl.aggregation import AggregationResult, ModelUpdate, weighted_mean
 class ModelStack:
     """The own model and the usable received models, flattened to the rows of ``matrix`` (own first)."""
 
-    def __init__(self, own: ModelUpdate, received: Sequence[ModelUpdate]):
+    def __init__(self, own: ModelUpdate, received: Sequence[ModelUpdate], *, lazy: bool = False):
         self.own = own
         self.names = [name for name, t in own.tensors.items() if t.is_floating_point()]
         self.shapes = [own.tensors[name].shape for name in self.names]
@@ -33,11 +33,73 @@ class ModelStack:
             self.dtype = torch.promote_types(self.dtype, own.tensors[name].dtype)
         self.device = own.tensors[self.names[0]].device if self.names else torch.device("cpu")
 
-        candidates = [u for u in received if self._fits(u)]
-        self.matrix, kept = self._flatten([own, *candidates])
-        self.updates: list[ModelUpdate] = kept
-        usable = {id(u) for u in kept}
-        self.rejected: tuple[str, ...] = tuple(u.sender for u in received if id(u) not in usable)
+        self.candidates = [u for u in received if self._fits(u)]
+        self.received = received
+        self._matrix: torch.Tensor | None = None
+        if lazy:  # the caller works from the tensors (distances()); rows are filtered when distances are known
+            self.updates: list[ModelUpdate] = [own, *self.candidates]
+            self._set_rejected()
+        else:
+            self.matrix  # noqa: B018 - builds the matrix and filters the rows now
+
+    def _set_rejected(self) -> None:
+        usable = {id(u) for u in self.updates}
+        self.rejected: tuple[str, ...] = tuple(u.sender for u in self.received if id(u) not in usable)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The usable models as the rows of one (n, d) matrix, own first (built on first use)."""
+        if self._matrix is None:
+            self._matrix, self.updates = self._flatten([self.own, *self.candidates])
+            self._set_rejected()
+        return self._matrix
+
+    def distances(self) -> torch.Tensor:
+        """Squared distances between the usable models, computed straight from their tensors (no n × d matrix).
+
+        Column blocks of the models, centred on the own model, go through one reused (n, block) buffer into the
+        Gram matrix. A model whose squared distance from the own model is not finite (a NaN or infinity, or
+        values beyond ~1e19 in float32) is dropped here, with its rows of the result, and reported as rejected.
+        """
+        from quinkgl_agg_robust.distances import column_block, distances_from_gram
+
+        updates = [self.own, *self.candidates]
+        n, d = len(updates), sum(self.sizes)
+        width = column_block(n, d)
+        gram = torch.zeros((n, n), dtype=self.dtype, device=self.device)
+        buffer = torch.empty((n, max(1, min(width, d))), dtype=self.dtype, device=self.device)
+        for name, size in zip(self.names, self.sizes):
+            flat = [u.tensors[name].detach().reshape(-1) for u in updates]
+            anchor = flat[0].to(self.device, self.dtype)
+            for start in range(0, size, width):
+                stop = min(start + width, size)
+                block = buffer[:, : stop - start]
+                for row, values in zip(block, flat):
+                    torch.sub(values[start:stop].to(self.device), anchor[start:stop], out=row)
+                gram.addmm_(block, block.T)
+        finite = torch.isfinite(gram.diagonal()).tolist()
+        finite[0] = True
+        keep = [i for i, ok in enumerate(finite) if ok]
+        self.updates = [updates[i] for i in keep]
+        self._set_rejected()
+        if len(keep) < n:
+            index = torch.tensor(keep, device=self.device)
+            gram = gram[index][:, index]
+        return distances_from_gram(gram)
+
+    def update_result(self, index: int) -> AggregationResult:
+        """The result that adopts one usable model as it is (converted to the own model's dtypes and device)."""
+        chosen = self.updates[index]
+        tensors = {
+            name: (chosen.tensors[name].detach().to(t.device, t.dtype).clone() if name in self.names else t.clone())
+            for name, t in self.own.tensors.items()
+        }
+        used = {0, index}
+        return AggregationResult(
+            tensors,
+            tuple(u.sender for i, u in enumerate(self.updates) if i in used),
+            self.rejected + tuple(u.sender for i, u in enumerate(self.updates) if i not in used),
+        )
 
     def __len__(self) -> int:
         return len(self.updates)
@@ -50,17 +112,21 @@ class ModelStack:
         )
 
     def _flatten(self, updates: Sequence[ModelUpdate]) -> tuple[torch.Tensor, list[ModelUpdate]]:
-        """Copy each model straight into the next free row; a row with a NaN or infinity is overwritten by the
-        next model (the own model, row 0, is kept even if training diverged). Returns the filled rows."""
+        """Copy each model straight into its row, then drop rows with a NaN or infinity by moving the later rows
+        up in place (the own model, row 0, is kept even if training diverged). Returns the filled rows."""
         matrix = torch.empty((len(updates), sum(self.sizes)), dtype=self.dtype, device=self.device)
-        kept: list[ModelUpdate] = []
-        for update in updates:
-            row = matrix[len(kept)]
+        for row, update in zip(matrix, updates):
             offset = 0
             for name, size in zip(self.names, self.sizes):
                 row[offset : offset + size].copy_(update.tensors[name].detach().reshape(-1))
                 offset += size
-            if not kept or bool(torch.isfinite(row).all()):
+        finite = torch.isfinite(matrix).all(dim=1).tolist()  # n × d bools for a moment: a quarter of the matrix
+        finite[0] = True
+        kept: list[ModelUpdate] = []
+        for index, (update, ok) in enumerate(zip(updates, finite)):
+            if ok:
+                if len(kept) != index:
+                    matrix[len(kept)].copy_(matrix[index])
                 kept.append(update)
         return matrix[: len(kept)], kept
 
