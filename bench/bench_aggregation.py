@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import torch
 from quinkgl.aggregation import ModelUpdate
-
 from quinkgl_agg_robust.coordinatewise import Median, TrimmedMean
 from quinkgl_agg_robust.krum import Krum, MultiKrum
 from quinkgl_agg_robust.params import KrumParams, MultiKrumParams, TrimmedMeanParams
@@ -77,6 +76,19 @@ def models(n: int, d: int, seed: int) -> tuple[ModelUpdate, list[ModelUpdate], t
     return updates[0], updates[1:], matrix
 
 
+def make_rules(own: ModelUpdate, received: list[ModelUpdate], matrix: torch.Tensor, f: int,
+               byzfl: Any) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """Rule name -> (ours, byzfl's), each a call on the same models."""
+    return {
+        "Krum": (lambda: Krum(KrumParams(f=f)).aggregate(own, received), lambda: byzfl.Krum(f=f)(matrix)),
+        "MultiKrum": (lambda: MultiKrum(MultiKrumParams(f=f)).aggregate(own, received),
+                      lambda: byzfl.MultiKrum(f=f)(matrix)),
+        "TrimmedMean": (lambda: TrimmedMean(TrimmedMeanParams(f=f)).aggregate(own, received),
+                        lambda: byzfl.TrMean(f=f)(matrix)),
+        "Median": (lambda: Median().aggregate(own, received), lambda: byzfl.Median()(matrix)),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -99,15 +111,7 @@ def main() -> int:
     misses = 0
     for n, d in sizes:
         own, received, matrix = models(n, d, args.seed)
-        f = n // 5
-        rules: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
-            "Krum": (lambda: Krum(KrumParams(f=f)).aggregate(own, received), lambda: byzfl.Krum(f=f)(matrix)),
-            "MultiKrum": (lambda: MultiKrum(MultiKrumParams(f=f)).aggregate(own, received),
-                          lambda: byzfl.MultiKrum(f=f)(matrix)),
-            "TrimmedMean": (lambda: TrimmedMean(TrimmedMeanParams(f=f)).aggregate(own, received),
-                            lambda: byzfl.TrMean(f=f)(matrix)),
-            "Median": (lambda: Median().aggregate(own, received), lambda: byzfl.Median()(matrix)),
-        }
+        rules = make_rules(own, received, matrix, n // 5, byzfl)
         limit = 2 * n * d * 4
         for name, (ours, theirs) in rules.items():
             ours()
@@ -136,7 +140,7 @@ def main() -> int:
             print(f"| {name} | {n} | {d:,} | {ours_ms:.1f} | {byzfl_text} | {ratio_text} | ≤ {GOALS[name]} | "
                   f"{ours_peak / 2**20:.0f}{'' if memory_ok else ' MISS'} | "
                   f"{'-' if byzfl_peak is None else f'{byzfl_peak / 2**20:.0f}'} | {limit / 2**20:.0f} |", flush=True)
-        del own, received, matrix
+        del own, received, matrix, rules
         gc.collect()
     print(f"\n{misses} goal(s) missed")
     return 0

@@ -17,7 +17,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import guide_arch_hash
 
 DIST = "quinkgl-toy-strategies"
@@ -114,7 +113,7 @@ class RingTopology:
 
 def pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def write_distribution(root: Path) -> Path:

@@ -19,8 +19,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 from quinkgl.aggregation import AggregationResult, ModelUpdate, bounded_weights
-
 from quinkgl.datapolicy import label_distribution
+
 from quinkgl_agg_robust.params import EntropyWeightedAvgParams
 from quinkgl_agg_robust.stack import ModelStack
 

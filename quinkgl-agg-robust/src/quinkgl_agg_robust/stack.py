@@ -120,8 +120,7 @@ class ModelStack:
             for name, size in zip(self.names, self.sizes):
                 row[offset : offset + size].copy_(update.tensors[name].detach().reshape(-1))
                 offset += size
-        finite = torch.isfinite(matrix).all(dim=1).tolist()  # n × d bools for a moment: a quarter of the matrix
-        finite[0] = True
+        finite = [True] + [bool(torch.isfinite(row).all()) for row in matrix[1:]]  # d bools at a time
         kept: list[ModelUpdate] = []
         for index, (update, ok) in enumerate(zip(updates, finite)):
             if ok:

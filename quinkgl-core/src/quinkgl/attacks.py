@@ -24,6 +24,7 @@ Nothing here is used by ``quinkgl run``; the runtime only calls :meth:`Attack.be
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
@@ -92,7 +93,7 @@ def parse_byzantine(text: str) -> ByzantineSpec:
             param = float(pieces[2])
         except ValueError:
             raise QuinkGLError(f"--byzantine {text!r}: {spec[0]} must be a number; {usage()}") from None
-        if not param == param or param in (float("inf"), float("-inf")) or (attack == "gaussian" and param < 0):
+        if not math.isfinite(param) or (attack == "gaussian" and param < 0):
             raise QuinkGLError(f"--byzantine {text!r}: {spec[0]} must be a finite number"
                                f"{' >= 0' if attack == 'gaussian' else ''}; {usage()}")
     return ByzantineSpec(int(count_text), attack, param)
