@@ -10,7 +10,9 @@ two tensors, like a weight and a bias), then times in the same run:
 
 Times are medians of ``--repeat`` timed calls (after one warm-up), alternating ours / byzfl. Peak extra memory is
 the peak resident set size during one call above the resident size just before it (Linux: the peak is reset
-through ``/proc/self/clear_refs``; torch's CPU allocator returns large blocks to the OS, so the RSS sees them).
+through ``/proc/self/clear_refs``). The script re-runs itself with ``MALLOC_MMAP_THRESHOLD_=131072`` so that glibc
+maps every block over 128 KiB on its own and returns it on free: the RSS then follows torch's live CPU memory
+instead of a heap that keeps freed blocks. Memory is measured before the timings.
 The goals (issue 9): time ≤ 0.5 × byzfl's for Krum, MultiKrum and TrimmedMean, ≤ 0.8 × for Median; peak extra
 memory ≤ 2 × n × d × 4 bytes. f = n // 5 (Krum, MultiKrum, TrimmedMean).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -96,6 +99,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     import byzfl
 
     if args.threads:
@@ -120,13 +125,13 @@ def main() -> int:
                 byzfl_ok = True
             except RuntimeError as exc:  # e.g. torch.quantile refuses inputs over 16 Mi values
                 byzfl_ok, error = False, str(exc).splitlines()[0]
+            ours_peak = peak_extra_bytes(ours)
+            byzfl_peak = peak_extra_bytes(theirs) if byzfl_ok else None
             ours_times, byzfl_times = [], []
             for _ in range(args.repeat):
                 ours_times += timed(ours, 1)
                 if byzfl_ok:
                     byzfl_times += timed(theirs, 1)
-            ours_peak = peak_extra_bytes(ours)
-            byzfl_peak = peak_extra_bytes(theirs) if byzfl_ok else None
             ours_ms = statistics.median(ours_times) * 1e3
             if byzfl_ok:
                 byzfl_ms = statistics.median(byzfl_times) * 1e3
