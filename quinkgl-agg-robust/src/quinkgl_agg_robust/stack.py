@@ -87,6 +87,28 @@ class ModelStack:
             gram = gram[index][:, index]
         return distances_from_gram(gram)
 
+    def drop_non_finite(self) -> None:
+        """For a lazy stack: leave out received models holding a NaN or infinity, checked tensor by tensor."""
+        finite = [u for u in self.candidates if all(bool(torch.isfinite(u.tensors[n]).all()) for n in self.names)]
+        self.updates = [self.own, *finite]
+        self._set_rejected()
+
+    @property
+    def columns(self) -> int:
+        """d: the number of floating values in one model."""
+        return sum(self.sizes)
+
+    def copy_columns(self, start: int, stop: int, out: torch.Tensor) -> None:
+        """Write columns ``[start, stop)`` of the usable models' rows into ``out`` straight from their tensors."""
+        offset = 0
+        for name, size in zip(self.names, self.sizes):
+            low, high = max(start, offset), min(stop, offset + size)
+            if low < high:
+                for row, update in zip(out, self.updates):
+                    values = update.tensors[name].detach().reshape(-1)
+                    row[low - start : high - start].copy_(values[low - offset : high - offset])
+            offset += size
+
     def update_result(self, index: int) -> AggregationResult:
         """The result that adopts one usable model as it is (converted to the own model's dtypes and device)."""
         chosen = self.updates[index]
@@ -149,7 +171,7 @@ class ModelStack:
 
     def keep_own(self) -> AggregationResult:
         """The fallback when a rule cannot judge the models it has: keep the own model, exclude everything else."""
-        return self.result(self.matrix[0], [0])
+        return self.update_result(0)
 
     def weighted_mean(self, rows: Sequence[int], weights: Sequence[float] | None = None) -> AggregationResult:
         """The (weighted) mean of the given rows' models; weights are normalised, all-zero weights mean uniform."""
