@@ -16,7 +16,7 @@ import nox
 
 ROOT = Path(__file__).parent
 ENV = ROOT / ".nox" / "quinkgl"
-DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli[metrics]", "quinkgl-agg-robust", "quinkgl-topo",
+DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli[metrics]", "quinkgl-agg-robust[test]", "quinkgl-topo",
                  "quinkgl-transport-libp2p"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "matplotlib>=3.8"]

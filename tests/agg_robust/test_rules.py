@@ -203,9 +203,14 @@ def test_a_balanced_histogram_weighs_more_than_a_single_class_one(registry):
     balanced = model("balanced", torch.zeros(4, 3), torch.zeros(3), histogram=[25, 25, 25, 25])
     skewed = model("skewed", torch.ones(4, 3), torch.ones(3), histogram=[100, 0, 0, 0])
     result = build(registry, "EntropyWeightedAvg").aggregate(balanced, [skewed])
-    # weights 100 x 1.0 and 100 x floor(0.1): the aggregate sits at 0.1 / 1.1 of the way to the skewed model
-    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.1 / 1.1, rel=1e-5)
+    # weights 100 x 1.0 and 100 x floor(0.1) = 10; the weight bound caps 100 at 3 x the lower median (10), so
+    # the aggregate sits at 10 / 40 of the way to the skewed model (without the bound: 0.1 / 1.1)
+    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.25, rel=1e-5)
     assert result.used == ("balanced", "skewed")
+    # with three balanced models of four, the lower median is a balanced weight and nothing is capped
+    more = [model(f"b{i}", torch.zeros(4, 3), torch.zeros(3), histogram=[25, 25, 25, 25]) for i in range(2)]
+    result = build(registry, "EntropyWeightedAvg").aggregate(balanced, [*more, skewed])
+    assert result.tensors["fc.weight"].mean().item() == pytest.approx(0.1 / 3.1, rel=1e-5)
     fedavg = FedAvg().aggregate(balanced, [skewed])
     assert fedavg.tensors["fc.weight"].mean().item() == pytest.approx(0.5)
 
@@ -285,3 +290,15 @@ def test_importing_the_plugin_loads_neither_torch_nor_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(out.stdout) == {"names": list(RULES), "heavy": []}
+
+
+def test_sorting_network_rules_match_a_full_sort_for_every_count():
+    gen = torch.Generator().manual_seed(1)
+    for n in range(1, 70):
+        rows = torch.randint(-3, 4, (n, 257), generator=gen).float()  # many ties
+        ordered = torch.sort(rows, dim=0).values
+        median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+        assert torch.equal(coordinatewise_median(rows), median), n
+        for k in {0, 1, (n - 1) // 2}:
+            if n > 2 * k:
+                assert torch.allclose(trimmed_mean(rows, k), ordered[k : n - k].mean(dim=0), atol=1e-6), (n, k)

@@ -62,3 +62,29 @@ def test_guide_scripts_in_the_tests_are_the_examples_unchanged():
 
     for name in ("mnist_peer_script.py", "cifar10_peer_script.py"):
         assert (GUIDE_SCRIPTS / name).read_bytes() == (REPO / "examples" / name).read_bytes()
+
+
+def test_simulate_with_byzantine_peers_reports_the_honest_ones(cli, tmp_path, guide_script, mnist_root):
+    manifest = create_manifest(cli)
+    result = cli("simulate", "--manifest", manifest, "--script", str(guide_script), "--peers", "5", "--rounds", "1",
+                 "--local-steps", "10", "--max-eval-batches", "10", "--byzantine", "1:alie",
+                 "--byzantine", "1:signflip:3", "--script-arg", f"data_root={mnist_root}", "--output", "out",
+                 "--trust-policy", "open", timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["hostile"] == {"peer-5": "1:alie", "peer-4": "1:signflip:3"}
+    assert report["options"]["byzantine"] == ["1:alie", "1:signflip:3"]
+    spread = report["honest_val_accuracy"]
+    assert 0 < spread["min"] <= spread["median"] <= spread["max"] <= 1
+    table = result.stdout[result.stdout.index("final val acc"):result.stdout.index("hostile peers")]
+    assert "peer-3" in table and "peer-4" not in table and "peer-5" not in table
+    assert "honest peers' final val accuracy: min" in result.stdout
+
+
+def test_unknown_attacks_and_bad_parameters_are_usage_errors(cli):
+    manifest = create_manifest(cli)
+    for spec in ("1:teleport", "2:signflip:x", "1:inflate:7", "signflip"):
+        result = cli("simulate", "--manifest", manifest, "--data", "mnist", "--byzantine", spec,
+                     "--trust-policy", "open")
+        assert result.returncode == ExitCode.USAGE, (spec, result.stderr)
+        assert "known attacks: signflip" in result.stderr and "histogram" in result.stderr

@@ -87,3 +87,36 @@ def test_fashion_mnist_cnn_example_learns(tmp_path):
                       build_registry())
     finals = [rounds[-1]["val_accuracy"] for rounds in result.history.values()]
     assert min(finals) > 0.6  # ten classes: chance is 0.1
+
+
+def honest_mean(result, nodes):
+    return statistics.mean(result.history[node][-1]["val_accuracy"] for node in nodes)
+
+
+@pytest.mark.parametrize("aggregation", ["FedAvg", "EntropyWeightedAvg"])
+def test_one_inflate_peer_of_ten_moves_honest_accuracy_by_less_than_a_point(guide_script, mnist_root, aggregation):
+    manifest = fedavg_manifest(transport="libp2p", aggregation=aggregation)
+    common = dict(peers=10, rounds=3, local_steps=25, seed=5, max_eval_batches=100,
+                  script_args={"data_root": str(mnist_root)})
+    script = ScriptPlugin.from_file(guide_script)
+    clean = simulate(manifest, script, SimulationOptions(**common), build_registry())
+    attacked = simulate(manifest, script, SimulationOptions(byzantine=("1:inflate",), **common), build_registry())
+    assert attacked.hostile == {"peer-10": "1:inflate"}
+    honest = [f"peer-{i}" for i in range(1, 10)]
+    print(f"{aggregation}: honest mean clean {honest_mean(clean, honest):.4f}, "
+          f"with 1 inflate peer {honest_mean(attacked, honest):.4f}")
+    assert abs(honest_mean(attacked, honest) - honest_mean(clean, honest)) < 0.01
+
+
+def test_byzantine_specs_are_checked_and_list_the_known_attacks():
+    from quinkgl.attacks import ATTACKS, alie_z, parse_byzantine
+    from quinkgl.errors import QuinkGLError
+
+    assert str(parse_byzantine("3:signflip:2")) == "3:signflip:2" and parse_byzantine("1:inflate").param is None
+    for bad in ("x:signflip", "0:signflip", "1:nope", "1:inflate:3", "1:gaussian:-1", "1:scale:nan", "signflip"):
+        with pytest.raises(QuinkGLError) as caught:
+            parse_byzantine(bad)
+        assert all(name in str(caught.value) for name in ATTACKS)
+    with pytest.raises(QuinkGLError, match="leave at least one honest"):
+        SimulationOptions(peers=3, rounds=1, byzantine=("2:signflip", "1:alie"))
+    assert alie_z(50, 24) == pytest.approx(1.75, abs=0.01)  # Baruch et al.: n = 50, f = 24 gives z ≈ 1.75

@@ -8,7 +8,9 @@ a small weight rather than none.
 
 A model without a usable histogram (missing, not a list of non-negative numbers, all zeros, or fewer than two
 classes) is weighted by its sample count alone, as FedAvg would. This rule is for non-IID data, not for
-Byzantine peers: it believes the sample counts and histograms it is sent.
+Byzantine peers, but the counts and histograms are claims: the final weights pass through core's
+:func:`quinkgl.aggregation.bounded_weights`, so one sender's weight is at most 3× the round's lower median weight
+whatever it claims (a share of at most 3 / (3 + floor(n / 2)) of the n models' mean).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from quinkgl.aggregation import AggregationResult, ModelUpdate
-
+from quinkgl.aggregation import AggregationResult, ModelUpdate, bounded_weights
 from quinkgl.datapolicy import label_distribution
+
 from quinkgl_agg_robust.params import EntropyWeightedAvgParams
 from quinkgl_agg_robust.stack import ModelStack
 
@@ -53,8 +55,8 @@ class EntropyWeightedAvg:
         self.params = params or EntropyWeightedAvgParams()
 
     def weights(self, updates: Sequence[ModelUpdate]) -> list[float]:
-        """The weight of each update, in order."""
-        return [entropy_weight(u.num_samples, u.metadata, self.params.floor) for u in updates]
+        """The weight of each update, in order, after the weight bound."""
+        return bounded_weights([entropy_weight(u.num_samples, u.metadata, self.params.floor) for u in updates])
 
     def aggregate(self, own: ModelUpdate, received: Sequence[ModelUpdate]) -> AggregationResult:
         """Average own + received with entropy weights (uniform if every weight is zero)."""

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 import torch
 from quinkgl.aggregation import AggregationResult, ModelUpdate
 
-from quinkgl_agg_robust.distances import pairwise_sq_distances
 from quinkgl_agg_robust.params import KrumParams, MultiKrumParams, resolve_f
 from quinkgl_agg_robust.stack import ModelStack
 
@@ -33,7 +32,10 @@ def _ranked(stack: ModelStack, f: int) -> list[int] | None:
     """Rows from best to worst Krum score (stable, so own first among equals), or None if too few models."""
     if len(stack) <= 2 * f + 2:
         return None
-    scores = krum_scores(pairwise_sq_distances(stack.matrix), f)
+    distances = stack.distances()  # may drop non-finite models
+    if len(stack) <= 2 * f + 2:
+        return None
+    scores = krum_scores(distances, f)
     return torch.argsort(scores, stable=True).tolist()
 
 
@@ -54,12 +56,11 @@ class Krum(_KrumFamily):
 
     def aggregate(self, own: ModelUpdate, received: Sequence[ModelUpdate]) -> AggregationResult:
         """The best-scored model among own + received (the own model when too few arrived)."""
-        stack = ModelStack(own, received)
+        stack = ModelStack(own, received, lazy=True)
         ranked = _ranked(stack, self.f)
         if ranked is None:
-            return stack.keep_own()
-        best = ranked[0]
-        return stack.result(stack.matrix[best], [best])
+            return stack.update_result(0)
+        return stack.update_result(ranked[0])
 
 
 class MultiKrum(_KrumFamily):
@@ -70,9 +71,9 @@ class MultiKrum(_KrumFamily):
 
     def aggregate(self, own: ModelUpdate, received: Sequence[ModelUpdate]) -> AggregationResult:
         """The uniform mean of the ``m`` best-scored models (the own model when too few arrived)."""
-        stack = ModelStack(own, received)
+        stack = ModelStack(own, received, lazy=True)
         ranked = _ranked(stack, self.f)
         if ranked is None:
-            return stack.keep_own()
+            return stack.update_result(0)
         m = self.params.m if self.params.m is not None else len(stack) - self.f
         return stack.weighted_mean(ranked[: max(1, min(m, len(stack)))])

@@ -44,6 +44,15 @@ class SimulationOptions:
     max_eval_batches: Optional[int] = None
     strict_manifest: bool = True
     device: str = "cpu"  # a resolved torch device (see quinkgl.runtime.devices.resolve_device)
+    byzantine: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # K:ATTACK[:PARAM], see quinkgl.attacks
+
+    @byzantine.validator
+    def _check_byzantine(self, attribute: Any, value: tuple[str, ...]) -> None:
+        from quinkgl.attacks import parse_byzantine
+
+        hostile = sum(parse_byzantine(text).count for text in value)
+        if hostile >= self.peers:
+            raise QuinkGLError(f"--byzantine makes {hostile} of {self.peers} peers hostile; leave at least one honest")
 
     @partition.validator
     def _check_partition(self, attribute: Any, value: str) -> None:
@@ -60,6 +69,11 @@ class SimulationResult:
     history: dict[str, list[dict[str, Any]]]
     seconds: float
     shard_sizes: list[int]
+    hostile: dict[str, str] = attrs.field(factory=dict)  # node_id -> its --byzantine spec, for hostile peers only
+
+    def honest(self) -> list[dict[str, Any]]:
+        """The summaries of the honest peers."""
+        return [s for s in self.summaries if s["node_id"] not in self.hostile]
 
 
 def label_groups(labels: Sequence[int], groups: int) -> list[list[int]]:
@@ -174,7 +188,8 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
     # Shards slice the training set converted once above, instead of converting it again per peer.
     tensors = (full.train.inputs, full.train.labels) if isinstance(full.train, dataprep.TensorBatches) else None
     hub = f"simulation-{os.getpid()}-{time.monotonic_ns()}"
-    peers = []
+    peers: list[Any] = []
+    hostile = _hostile_peers(options)
     for index, shard in enumerate(shards, start=1):
         peer_options = PeerOptions(
             node_id=f"peer-{index}", rounds=options.rounds, local_steps=options.local_steps,
@@ -185,6 +200,9 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
         )
         val = group_vals[peer_group(index - 1, len(group_vals))] if group_vals else full.val
         data = prepare_data(manifest, loaders, peer_options, indices=shard, val=val, train_tensors=tensors)
+        spec = hostile.get(peer_options.node_id)
+        if spec is not None:
+            data = _hostile_data(spec, data, manifest)
 
         def make_transport(max_bytes: int, node_id: str = peer_options.node_id) -> Any:
             config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
@@ -192,6 +210,8 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
 
         parts = build_peer(manifest, script, peer_options, registry, make_transport, resolved=resolved, data=data,
                            limiter=limiter)
+        if spec is not None:
+            parts.attack = _attack(spec, options, len(hostile), peers, hostile)
         peers.append(Peer(parts, observer))
     async with trio.open_nursery() as nursery:
         for peer in peers:
@@ -201,7 +221,51 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
         history={peer.options.node_id: peer.history for peer in peers},
         seconds=time.monotonic() - started,
         shard_sizes=[len(s) for s in shards],
+        hostile={node: str(spec) for node, spec in hostile.items()},
     )
+
+
+def _hostile_peers(options: SimulationOptions) -> dict[str, Any]:
+    """node_id -> ByzantineSpec (count 1) for the hostile peers: the last peers, in the order of --byzantine."""
+    from quinkgl.attacks import parse_byzantine
+
+    hostile: dict[str, Any] = {}
+    index = options.peers
+    for text in options.byzantine:
+        spec = parse_byzantine(text)
+        for _ in range(spec.count):
+            hostile[f"peer-{index}"] = attrs.evolve(spec, count=1)
+            index -= 1
+    return hostile
+
+
+def _hostile_data(spec: Any, data: Any, manifest: Any) -> Any:
+    """The data lies of a hostile peer: flipped labels, an inflated sample count, a fake balanced histogram."""
+    from quinkgl.attacks import INFLATED_SAMPLES, fake_histogram
+
+    if spec.attack == "labelflip":
+        if not isinstance(data.train, dataprep.TensorBatches) or manifest.task.type != "class":
+            raise QuinkGLError("--byzantine labelflip needs a classification dataset held in memory")
+        classes = int(manifest.task.output_shape[0])
+        data.train.labels = (classes - 1) - data.train.labels
+    elif spec.attack == "inflate":
+        data = attrs.evolve(data, num_samples=INFLATED_SAMPLES)
+    elif spec.attack == "histogram":
+        classes = len(data.label_counts) or int(manifest.task.output_shape[0])
+        data = attrs.evolve(data, label_counts=fake_histogram(classes, data.num_samples))
+    return data
+
+
+def _attack(spec: Any, options: SimulationOptions, hostile_count: int, peers: list[Any],
+            hostile: dict[str, Any]) -> Any:
+    """The runtime side of a hostile peer; ALIE and IPM read the honest peers' current models (omniscient)."""
+    from quinkgl.attacks import Attack
+
+    def honest_models() -> list[Any]:
+        return [peer.p.model.state_dict() for peer in peers if peer.options.node_id not in hostile]
+
+    return Attack(spec.attack, spec.param, seed=options.seed, honest_models=honest_models, peers=options.peers,
+                  hostile=hostile_count)
 
 
 def simulate(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,

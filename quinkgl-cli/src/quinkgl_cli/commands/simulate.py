@@ -5,13 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any
+import statistics
+from typing import Any, Optional
 
 import click
 
 from quinkgl_cli import terminal
 from quinkgl_cli.options import parse_script_args
 from quinkgl_cli.peer_options import peer_source_options
+
+
+def _check_byzantine(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from quinkgl.attacks import parse_byzantine
+    from quinkgl.errors import QuinkGLError
+
+    for text in value:
+        try:
+            parse_byzantine(text)
+        except QuinkGLError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.command("simulate")
@@ -25,11 +38,14 @@ from quinkgl_cli.peer_options import peer_source_options
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Folder for metrics.json and the plot.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of validation accuracy per round.")
+@click.option("--byzantine", "byzantine", multiple=True, metavar="K:ATTACK[:PARAM]", callback=_check_byzantine,
+              help="Make K peers hostile (repeatable): signflip, gaussian, scale, alie, ipm, labelflip, inflate, "
+                   "histogram. Reports show the honest peers only.")
 def simulate_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
                      local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool,
                      trust_policy: str, trusted_keys: tuple[str, ...], seed: int, device: str, peers: int, rounds: int,
                      partition: str, gossip_interval: float, isolated: bool, max_eval_batches: Optional[int],
-                     output_dir: Optional[str], plot_path: Optional[str]) -> None:
+                     output_dir: Optional[str], plot_path: Optional[str], byzantine: tuple[str, ...]) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
     from quinkgl.extras import require_extra
 
@@ -46,6 +62,7 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
         peers=peers, rounds=rounds, partition=partition, seed=seed, local_steps=local_steps, local_epochs=local_epochs,
         gossip_interval=gossip_interval, script_args=parse_script_args(script_args), isolated=isolated,
         max_eval_batches=max_eval_batches, strict_manifest=strict_manifest, device=resolve_device(device),
+        byzantine=byzantine,
     )
     output = output_dir or os.path.join("runs", "sim-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(output, exist_ok=True)
@@ -60,13 +77,21 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
         json.dump(_report(inputs.manifest, options, result), handle, indent=2, sort_keys=True)
     from quinkgl_cli.render import simulation_table
 
-    terminal.render(simulation_table(result.summaries, result.shard_sizes))
+    honest = [(s, size) for s, size in zip(result.summaries, result.shard_sizes) if s["node_id"] not in result.hostile]
+    terminal.render(simulation_table([s for s, _ in honest], [size for _, size in honest]))
     terminal.out(f"simulated {peers} peers x {rounds} rounds in {result.seconds:.1f} s")
+    if result.hostile:
+        accuracies = sorted(s["val_accuracy"] for s, _ in honest if s["val_accuracy"] is not None)
+        spread = (f"min {accuracies[0]:.4f} / median {statistics.median(accuracies):.4f} / max {accuracies[-1]:.4f}"
+                  if accuracies else "no accuracy")
+        terminal.out(f"hostile peers (not shown): {', '.join(f'{n} {a}' for n, a in result.hostile.items())}")
+        terminal.out(f"honest peers' final val accuracy: {spread}")
     terminal.out(f"metrics: {metrics_path}")
     plot = plot_path or os.path.join(output, "val_accuracy.png")
     from quinkgl_cli.plot import plot_accuracy
 
-    plot_accuracy(result.history, plot, title=f"{inputs.manifest.name}: {peers} peers, {partition}")
+    history = {node: rounds for node, rounds in result.history.items() if node not in result.hostile}
+    plot_accuracy(history, plot, title=f"{inputs.manifest.name}: {peers} peers, {partition}")
     terminal.out(f"plot: {plot}")
 
 
@@ -82,4 +107,13 @@ def _report(manifest: Any, options: Any, result: Any) -> dict[str, Any]:
         "summary": result.summaries,
         "val_accuracy": {node: [m["val_accuracy"] for m in rounds] for node, rounds in result.history.items()},
         "rounds": result.history,
+        "hostile": result.hostile,
+        "honest_val_accuracy": _spread([s["val_accuracy"] for s in result.honest()]),
     }
+
+
+def _spread(values: list[Any]) -> dict[str, Optional[float]]:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return {"min": None, "median": None, "max": None}
+    return {"min": present[0], "median": statistics.median(present), "max": present[-1]}

@@ -90,6 +90,7 @@ class PeerParts:
     start_round: int = 0
     limiter: Optional[trio.CapacityLimiter] = None
     membership_cert: Any = None  # this peer's MembershipCertificate in a certified swarm, else None
+    attack: Any = None  # a quinkgl.attacks.Attack for a simulated hostile peer (--byzantine); None for honest peers
 
 
 @attrs.define
@@ -442,10 +443,22 @@ class Peer:
 
     async def _publish(self, own_tensors: dict[str, Any], round_idx: int) -> None:
         """Make this round's model available to the peers that ask for it."""
-        payload = await self._work(self._encode, own_tensors, round_idx)
+        attack = self.p.attack  # --byzantine seam (2/2): a hostile peer serves its attack, and pushes it to all
+        outgoing = own_tensors if attack is None else await self._work(attack.outgoing, own_tensors)
+        payload = await self._work(self._encode, outgoing, round_idx)
         self._served = (round_idx, payload)
         self.pushed = round_idx
         self._notify()
+        if attack is not None and attack.push_all and self.view is not None:
+            async with trio.open_nursery() as sends:  # honest peers drop these unread (unsolicited)
+                for candidate in self.view.candidates(trio.current_time()):
+                    sends.start_soon(self._push, candidate.peer_id, payload)
+
+    async def _push(self, target: str, payload: bytes) -> None:
+        try:
+            await self.p.transport.send(target, payload, timeout=min(10.0, self.options.gossip_interval))
+        except Exception as exc:  # a hostile simulated peer's push; nobody asked for it
+            log.debug("push to %s failed: %s", target, exc)
 
     async def _round(self, round_idx: int) -> dict[str, Any]:
         assert self.view is not None
@@ -453,6 +466,8 @@ class Peer:
         started = trio.current_time()
         self.round = round_idx
         self._notify()
+        if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
+            self.p.attack.begin_round(await self._work(self._snapshot))
         trained = await self._work(self._train)
         train_seconds = trio.current_time() - started
         own_tensors = await self._work(self._snapshot)
