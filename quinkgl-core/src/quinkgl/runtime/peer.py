@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import statistics
 import time
 from typing import Any, Callable, Optional
 
@@ -381,10 +382,11 @@ class Peer:
             while len(self.view.alive(trio.current_time())) < CATCH_UP_SOURCES:
                 await self._changed.wait()
         candidates = self._source_candidates(trio.current_time())
-        swarm_round = max((c.last_round for c in candidates), default=0)
+        # the median announced round: one peer racing ahead (or lying about its round) does not set it
+        swarm_round = statistics.median_low([c.last_round for c in candidates]) if candidates else 0
         if swarm_round - self.completed <= self.options.staleness:
             return
-        order = [c.peer_id for c in sorted(candidates, key=lambda c: -c.last_round)]
+        order = [c.peer_id for c in sorted(candidates, key=lambda c: abs(c.last_round - swarm_round))]
         started = trio.current_time()
         need = max(CATCH_UP_SOURCES, int(getattr(self.p.aggregator, "min_updates", 0) or 0))
         cap = started + self.options.gossip_interval
@@ -398,7 +400,7 @@ class Peer:
             await self._work(self._aggregate, first, others)
         else:
             await self._work(self.p.model.load_state_dict, dict(first.tensors))
-        adopted = min(max(u.round for u in outcome.received), self.options.rounds)
+        adopted = min(statistics.median_low([u.round for u in outcome.received]), self.options.rounds)
         self.completed = self.round = self.pushed = adopted
         seconds = trio.current_time() - started
         log.info("caught up with the swarm at round %d from %d peer(s) in %.2f s", adopted, len(outcome.received),
