@@ -16,8 +16,13 @@ import nox
 
 ROOT = Path(__file__).parent
 ENV = ROOT / ".nox" / "quinkgl"
-DISTRIBUTIONS = ["quinkgl-core[torch]", "quinkgl-cli[metrics]", "quinkgl-agg-robust[test]", "quinkgl-topo",
-                 "quinkgl-transport-libp2p"]
+DISTRIBUTIONS = [
+    "quinkgl-core[torch]",
+    "quinkgl-cli[metrics]",
+    "quinkgl-agg-robust[test]",
+    "quinkgl-topo",
+    "quinkgl-transport-libp2p",
+]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 TOOLS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "matplotlib>=3.8"]
 LINT = ["ruff==0.17.6", "mypy==2.4.1"]
@@ -44,8 +49,11 @@ def shared_env(session: nox.Session) -> dict[str, str]:
         session.run(*pip, "--upgrade", "pip", external=True)
         session.run(*pip, *TORCH, external=True)
         session.run(*pip, *TOOLS, *LINT, external=True)
-        editable = [arg for dist in DISTRIBUTIONS
-                    for arg in ("-e", str(ROOT / dist.partition("[")[0]) + "".join(dist.partition("[")[1:]))]
+        editable = [
+            arg
+            for dist in DISTRIBUTIONS
+            for arg in ("-e", str(ROOT / dist.partition("[")[0]) + "".join(dist.partition("[")[1:]))
+        ]
         session.run(*pip, *editable, external=True)
         stamp_file.write_text(_stamp())
     return {"PATH": f"{ENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(ENV)}
@@ -62,8 +70,9 @@ def tests(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: the user guide's walkthrough on real data (see examples/walkthrough.py)."""
     env = shared_env(session)
-    session.run(str(ENV / "bin" / "python"), str(ROOT / "examples" / "walkthrough.py"), *session.posargs,
-                env=env, external=True)
+    session.run(
+        str(ENV / "bin" / "python"), str(ROOT / "examples" / "walkthrough.py"), *session.posargs, env=env, external=True
+    )
 
 
 @nox.session(venv_backend="none")
@@ -71,11 +80,26 @@ def gpu(session: nox.Session) -> None:
     """The walkthrough with every peer on CUDA (for machines with a GPU); fails clearly where there is none."""
     env = shared_env(session)
     python = str(ENV / "bin" / "python")
-    session.run(python, "-c", "import sys, torch; sys.exit(0 if torch.cuda.is_available() else "
-                "'nox -s gpu needs a CUDA GPU: torch.cuda.is_available() is False here')", env=env, external=True)
+    session.run(
+        python,
+        "-c",
+        "import sys, torch; sys.exit(0 if torch.cuda.is_available() else "
+        "'nox -s gpu needs a CUDA GPU: torch.cuda.is_available() is False here')",
+        env=env,
+        external=True,
+    )
     args = session.posargs or ["--rounds", "3", "--local-steps", "40"]
-    session.run(python, str(ROOT / "examples" / "walkthrough.py"), "--workdir", str(ROOT / "runs" / "walkthrough-gpu"),
-                "--device", "cuda", *args, env=env, external=True)
+    session.run(
+        python,
+        str(ROOT / "examples" / "walkthrough.py"),
+        "--workdir",
+        str(ROOT / "runs" / "walkthrough-gpu"),
+        "--device",
+        "cuda",
+        *args,
+        env=env,
+        external=True,
+    )
     logs = sorted((ROOT / "runs" / "walkthrough-gpu").glob("peer-*.log"))
     if not logs or not all("device cuda" in log.read_text() for log in logs):
         session.error("not every peer's start line says 'device cuda'")

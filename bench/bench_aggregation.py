@@ -27,9 +27,11 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
+
 from quinkgl.aggregation import ModelUpdate
 from quinkgl_agg_robust.coordinatewise import Median, TrimmedMean
 from quinkgl_agg_robust.krum import Krum, MultiKrum
@@ -73,21 +75,28 @@ def models(n: int, d: int, seed: int) -> tuple[ModelUpdate, list[ModelUpdate], t
     centre = torch.randn(d, generator=gen)
     rows = [centre + 0.01 * torch.randn(d, generator=gen) for _ in range(n)]
     split = d - d // 100
-    updates = [ModelUpdate(f"p{i}", 1, 100, {"w": r[:split].clone(), "b": r[split:].clone()}) for i, r in enumerate(rows)]
+    updates = [
+        ModelUpdate(f"p{i}", 1, 100, {"w": r[:split].clone(), "b": r[split:].clone()}) for i, r in enumerate(rows)
+    ]
     matrix = torch.stack(rows)
     del rows
     return updates[0], updates[1:], matrix
 
 
-def make_rules(own: ModelUpdate, received: list[ModelUpdate], matrix: torch.Tensor, f: int,
-               byzfl: Any) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+def make_rules(
+    own: ModelUpdate, received: list[ModelUpdate], matrix: torch.Tensor, f: int, byzfl: Any
+) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
     """Rule name -> (ours, byzfl's), each a call on the same models."""
     return {
         "Krum": (lambda: Krum(KrumParams(f=f)).aggregate(own, received), lambda: byzfl.Krum(f=f)(matrix)),
-        "MultiKrum": (lambda: MultiKrum(MultiKrumParams(f=f)).aggregate(own, received),
-                      lambda: byzfl.MultiKrum(f=f)(matrix)),
-        "TrimmedMean": (lambda: TrimmedMean(TrimmedMeanParams(f=f)).aggregate(own, received),
-                        lambda: byzfl.TrMean(f=f)(matrix)),
+        "MultiKrum": (
+            lambda: MultiKrum(MultiKrumParams(f=f)).aggregate(own, received),
+            lambda: byzfl.MultiKrum(f=f)(matrix),
+        ),
+        "TrimmedMean": (
+            lambda: TrimmedMean(TrimmedMeanParams(f=f)).aggregate(own, received),
+            lambda: byzfl.TrMean(f=f)(matrix),
+        ),
         "Median": (lambda: Median().aggregate(own, received), lambda: byzfl.Median()(matrix)),
     }
 
@@ -108,10 +117,14 @@ def main() -> int:
     sizes = DEFAULT_SIZES
     if args.sizes:
         sizes = [(int(a), int(b)) for a, b in (item.split("x") for item in args.sizes.split(","))]
-    print(f"torch {torch.__version__}, byzfl {getattr(byzfl, '__version__', '0.0.11')}, threads "
-          f"{torch.get_num_threads()}, repeat {args.repeat}\n")
-    print("| rule | n | d | ours ms | byzfl ms | ratio | goal | ours peak extra MiB | byzfl peak extra MiB | "
-          "limit 2nd·4 MiB |")
+    print(
+        f"torch {torch.__version__}, byzfl {getattr(byzfl, '__version__', '0.0.11')}, threads "
+        f"{torch.get_num_threads()}, repeat {args.repeat}\n"
+    )
+    print(
+        "| rule | n | d | ours ms | byzfl ms | ratio | goal | ours peak extra MiB | byzfl peak extra MiB | "
+        "limit 2nd·4 MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     misses = 0
     for n, d in sizes:
@@ -142,9 +155,12 @@ def main() -> int:
                 byzfl_text, ratio_text, verdict = f"fails ({error[:40]})", "-", "ok"
             memory_ok = ours_peak <= limit
             misses += (verdict != "ok") + (not memory_ok)
-            print(f"| {name} | {n} | {d:,} | {ours_ms:.1f} | {byzfl_text} | {ratio_text} | ≤ {GOALS[name]} | "
-                  f"{ours_peak / 2**20:.0f}{'' if memory_ok else ' MISS'} | "
-                  f"{'-' if byzfl_peak is None else f'{byzfl_peak / 2**20:.0f}'} | {limit / 2**20:.0f} |", flush=True)
+            print(
+                f"| {name} | {n} | {d:,} | {ours_ms:.1f} | {byzfl_text} | {ratio_text} | ≤ {GOALS[name]} | "
+                f"{ours_peak / 2**20:.0f}{'' if memory_ok else ' MISS'} | "
+                f"{'-' if byzfl_peak is None else f'{byzfl_peak / 2**20:.0f}'} | {limit / 2**20:.0f} |",
+                flush=True,
+            )
         del own, received, matrix, rules
         gc.collect()
     print(f"\n{misses} goal(s) missed")

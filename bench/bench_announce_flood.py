@@ -55,8 +55,13 @@ async def child(options: dict, bootstrap: str | None) -> None:
     from quinkgl_transport_libp2p.transport import Libp2pTransport
 
     config = TransportConfig(
-        swarm_id=SWARM, node_id="bench", host="127.0.0.1", port=0, max_payload_bytes=1 << 20,
-        bootstrap_peers=(bootstrap,) if bootstrap else (), options={"registry": False, **options},
+        swarm_id=SWARM,
+        node_id="bench",
+        host="127.0.0.1",
+        port=0,
+        max_payload_bytes=1 << 20,
+        bootstrap_peers=(bootstrap,) if bootstrap else (),
+        options={"registry": False, **options},
     )
     transport = Libp2pTransport(Libp2pParams(), config)
     delivered = 0
@@ -79,8 +84,11 @@ async def child(options: dict, bootstrap: str | None) -> None:
                 line, buf = buf.split(b"\n", 1)
                 if line == b"rss":
                     stats = transport.stats()
-                    print("RSS", json.dumps({"rss_mib": rss_mib(), "delivered": delivered,
-                                             "rejected": stats.rejected}), flush=True)
+                    print(
+                        "RSS",
+                        json.dumps({"rss_mib": rss_mib(), "delivered": delivered, "rejected": stats.rejected}),
+                        flush=True,
+                    )
                 elif line == b"quit":
                     return
 
@@ -126,16 +134,17 @@ async def attack(victim_addr: str, count: int, kb: int) -> float:
     from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
     from quinkgl_transport_libp2p.announce import Announcer
+    from quinkgl_transport_libp2p.framing import swarm_tag
     from quinkgl_transport_libp2p.host import build_host
     from quinkgl_transport_libp2p.peer_exchange import encode_addr_block, encode_envelope
-    from quinkgl_transport_libp2p.framing import swarm_tag
 
     listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
     host = build_host(create_new_key_pair(), listen=listen)
     tag = swarm_tag(SWARM)
     async with host.run([listen]):
-        announcer = Announcer(host, swarm_id=SWARM, max_bytes=512 * 1024, deliver=lambda s, d: None,
-                              reject=lambda r: None)
+        announcer = Announcer(
+            host, swarm_id=SWARM, max_bytes=512 * 1024, deliver=lambda s, d: None, reject=lambda r: None
+        )
         announcer.pubsub.remove_topic_validator(announcer.topic)
         async with announcer.running():
             announcer.pubsub.sink = lambda msg: True
@@ -146,11 +155,17 @@ async def attack(victim_addr: str, count: int, kb: int) -> float:
             filler = os.urandom(kb * 1024)
             for i in range(count):
                 key = create_new_key_pair()
-                data = encode_envelope(tag, encode_addr_block([f"/ip4/127.0.0.1/tcp/{10000 + i % 50000}"]),
-                                       b'{"fake": %d, "metadata": "' % i + filler.hex()[: kb * 1024].encode() + b'"}')
-                msg = rpc_pb2.Message(data=data, topicIDs=[announcer.topic],
-                                      from_id=ID.from_pubkey(key.public_key).to_bytes(),
-                                      seqno=(i + 1).to_bytes(8, "big"))
+                data = encode_envelope(
+                    tag,
+                    encode_addr_block([f"/ip4/127.0.0.1/tcp/{10000 + i % 50000}"]),
+                    b'{"fake": %d, "metadata": "' % i + filler.hex()[: kb * 1024].encode() + b'"}',
+                )
+                msg = rpc_pb2.Message(
+                    data=data,
+                    topicIDs=[announcer.topic],
+                    from_id=ID.from_pubkey(key.public_key).to_bytes(),
+                    seqno=(i + 1).to_bytes(8, "big"),
+                )
                 msg.signature = key.private_key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
                 msg.key = key.public_key.serialize()
                 await announcer.pubsub.push_msg(host.get_id(), msg)
@@ -181,13 +196,17 @@ def main() -> None:
         elapsed = trio.run(attack, victim.addr, args.count, args.kb)
         after = {"victim": victim.report(), "neighbour": neighbour.report()}
         mode = "limits off (--unlimited)" if args.unlimited else "default limits"
-        print(f"{args.count} announcements x {args.kb} KB from fresh keys through one connection, {mode}; "
-              f"pushed in {elapsed:.1f} s ({args.count / elapsed:.0f}/s)")
+        print(
+            f"{args.count} announcements x {args.kb} KB from fresh keys through one connection, {mode}; "
+            f"pushed in {elapsed:.1f} s ({args.count / elapsed:.0f}/s)"
+        )
         for role in ("victim", "neighbour"):
             b, a = before[role], after[role]
-            print(f"  {role:9s}: RSS {b['rss_mib']:.1f} -> {a['rss_mib']:.1f} MiB "
-                  f"(+{a['rss_mib'] - b['rss_mib']:.1f} MiB); delivered {a['delivered'] - b['delivered']}; "
-                  f"rejected {a['rejected']}")
+            print(
+                f"  {role:9s}: RSS {b['rss_mib']:.1f} -> {a['rss_mib']:.1f} MiB "
+                f"(+{a['rss_mib'] - b['rss_mib']:.1f} MiB); delivered {a['delivered'] - b['delivered']}; "
+                f"rejected {a['rejected']}"
+            )
     finally:
         victim.stop()
         neighbour.stop()

@@ -37,12 +37,19 @@ def main() -> None:
 
     memory.MemoryTransport.announce = counting  # type: ignore[method-assign]
     script = ScriptPlugin.from_file(str(Path(__file__).resolve().parents[1] / "examples" / "mnist_peer_script.py"))
-    options = SimulationOptions(peers=args.peers, rounds=args.rounds, local_steps=args.local_steps, max_eval_batches=5,
-                                script_args={"data_root": args.data_root})
+    options = SimulationOptions(
+        peers=args.peers,
+        rounds=args.rounds,
+        local_steps=args.local_steps,
+        max_eval_batches=5,
+        script_args={"data_root": args.data_root},
+    )
     result = simulate(fedavg_manifest(), script, options, build_registry())
     per = delivered[0] / (args.peers * args.rounds)
-    print(f"peers={args.peers} rounds={args.rounds} seconds={result.seconds:.1f} announcements_delivered="
-          f"{delivered[0]} per_peer_per_round={per:.1f}")
+    print(
+        f"peers={args.peers} rounds={args.rounds} seconds={result.seconds:.1f} announcements_delivered="
+        f"{delivered[0]} per_peer_per_round={per:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,33 +49,62 @@ def manifest(aggregation: str, f: int, arch: str, registry: Any) -> Any:
     from quinkgl.manifest.create import ManifestOptions, create_manifest
 
     options = ManifestOptions(
-        name="byzantine-bench", task_type="class", input_shape=(1, 28, 28), output_shape=(10,), label_type="integer",
-        framework="pytorch", arch_hash=arch, aggregation=aggregation, transport="memory", byzantine_f=f,
+        name="byzantine-bench",
+        task_type="class",
+        input_shape=(1, 28, 28),
+        output_shape=(10,),
+        label_type="integer",
+        framework="pytorch",
+        arch_hash=arch,
+        aggregation=aggregation,
+        transport="memory",
+        byzantine_f=f,
         params={"topology": {"fanout": max(3, 2 * f + 2)}},
     )
     return create_manifest(options, registry)
 
 
-def run(aggregation: str, attack: str, f: int, partition: str, args: Any, arch: str, registry: Any,
-        isolated: bool = False) -> dict[str, Any]:
+def run(
+    aggregation: str, attack: str, f: int, partition: str, args: Any, arch: str, registry: Any, isolated: bool = False
+) -> dict[str, Any]:
     from quinkgl.script import ScriptPlugin
     from quinkgl.simulate import SimulationOptions, simulate
 
     byzantine = () if attack == "none" else (f"{f}:{attack}",)
     options = SimulationOptions(
-        peers=10, rounds=args.rounds, local_steps=args.local_steps, local_epochs=None if args.local_steps else 1,
-        partition=partition, seed=args.seed, script_args={"data_root": args.data_root}, isolated=isolated,
-        max_eval_batches=args.max_eval_batches, byzantine=byzantine,
+        peers=10,
+        rounds=args.rounds,
+        local_steps=args.local_steps,
+        local_epochs=None if args.local_steps else 1,
+        partition=partition,
+        seed=args.seed,
+        script_args={"data_root": args.data_root},
+        isolated=isolated,
+        max_eval_batches=args.max_eval_batches,
+        byzantine=byzantine,
     )
     started = time.monotonic()
-    result = simulate(manifest(aggregation, f, arch, registry), ScriptPlugin.from_file(args.script), options,
-                      registry)
+    result = simulate(manifest(aggregation, f, arch, registry), ScriptPlugin.from_file(args.script), options, registry)
     honest = [s["val_accuracy"] for s in result.honest() if s["val_accuracy"] is not None]
-    fallback = sum(1 for node, rounds in result.history.items() if node not in result.hostile
-                   for r in rounds if not r["aggregated_from"])
-    row = {"aggregation": aggregation, "attack": attack, "f": f, "partition": partition, "isolated": isolated,
-           "min": min(honest), "median": statistics.median(honest), "max": max(honest), "fallback": fallback,
-           "seconds": round(time.monotonic() - started, 1)}
+    fallback = sum(
+        1
+        for node, rounds in result.history.items()
+        if node not in result.hostile
+        for r in rounds
+        if not r["aggregated_from"]
+    )
+    row = {
+        "aggregation": aggregation,
+        "attack": attack,
+        "f": f,
+        "partition": partition,
+        "isolated": isolated,
+        "min": min(honest),
+        "median": statistics.median(honest),
+        "max": max(honest),
+        "fallback": fallback,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -83,11 +112,15 @@ def run(aggregation: str, attack: str, f: int, partition: str, args: Any, arch: 
 def write_outputs(rows: list[dict[str, Any]], attacks: list[str], output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(rows, indent=2))
-    keys = sorted({(r["partition"], r["f"], r["aggregation"], r["isolated"]) for r in rows},
-                  key=lambda k: (k[0], k[1], k[3], AGGREGATORS.index(k[2]) if k[2] in AGGREGATORS else 99))
+    keys = sorted(
+        {(r["partition"], r["f"], r["aggregation"], r["isolated"]) for r in rows},
+        key=lambda k: (k[0], k[1], k[3], AGGREGATORS.index(k[2]) if k[2] in AGGREGATORS else 99),
+    )
     cell = {(r["partition"], r["f"], r["aggregation"], r["isolated"], r["attack"]): r for r in rows}
-    lines = ["| partition | f | rule | " + " | ".join(attacks) + " | fallback |",
-             "|---|---|---|" + "---|" * (len(attacks) + 1)]
+    lines = [
+        "| partition | f | rule | " + " | ".join(attacks) + " | fallback |",
+        "|---|---|---|" + "---|" * (len(attacks) + 1),
+    ]
     labels, grid = [], []
     for key in keys:
         partition, f, aggregation, isolated = key
@@ -141,7 +174,12 @@ def main() -> int:
     args = parser.parse_args()
     aggregators, attacks, fs, partitions = AGGREGATORS, ATTACKS, FS, PARTITIONS
     if args.quick:
-        aggregators, attacks, fs, partitions = ["FedAvg", "Krum", "Median"], ["none", "signflip", "inflate"], [1], ["iid"]
+        aggregators, attacks, fs, partitions = (
+            ["FedAvg", "Krum", "Median"],
+            ["none", "signflip", "inflate"],
+            [1],
+            ["iid"],
+        )
         args.rounds = args.rounds or 3
         args.local_steps = args.local_steps or 30
         args.max_eval_batches = args.max_eval_batches or 40

@@ -25,14 +25,18 @@ from quinkgl_topo.cyclon_overlay import Overlay, uniform_in_degree_std
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     started = time.perf_counter()
-    overlay = Overlay(n, view_size=args.view_size, shuffle_length=args.shuffle_length, seed=args.seed,
-                      measure_bytes=True)
+    overlay = Overlay(
+        n, view_size=args.view_size, shuffle_length=args.shuffle_length, seed=args.seed, measure_bytes=True
+    )
     for _ in range(args.cycles):
         overlay.cycle()
     stats = overlay.stats()
     row = {
-        "peers": n, "full": stats.full_views == n, "components": stats.components,
-        "in_mean": stats.in_degree_mean, "in_std": stats.in_degree_std,
+        "peers": n,
+        "full": stats.full_views == n,
+        "components": stats.components,
+        "in_mean": stats.in_degree_mean,
+        "in_std": stats.in_degree_std,
         "uniform_std": uniform_in_degree_std(n, args.view_size, seed=args.seed),
         "msgs": 2 * overlay.messages / (n * args.cycles),  # each message is sent by one peer, handled by another
         "bytes": 2 * overlay.bytes / (n * args.cycles),
@@ -61,13 +65,17 @@ def main() -> int:
     args = parser.parse_args()
     rows = [measure(n, args) for n in args.sizes]
     print(f"Cyclon, view {args.view_size}, shuffle {args.shuffle_length}, {args.cycles} cycles from a ring")
-    print("| peers | views full | components | in-degree mean | std | uniform std | msgs/peer/cycle "
-          "| bytes/peer/cycle | entries/peer | cycles to purge 10 % departed | s |")
+    print(
+        "| peers | views full | components | in-degree mean | std | uniform std | msgs/peer/cycle "
+        "| bytes/peer/cycle | entries/peer | cycles to purge 10 % departed | s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['peers']} | {r['full']} | {r['components']} | {r['in_mean']:.1f} | {r['in_std']:.2f} "
-              f"| {r['uniform_std']:.2f} | {r['msgs']:.2f} | {r['bytes']:.0f} | {r['stored']:.1f} "
-              f"| {r['purge_cycles']} | {r['seconds']:.1f} |")
+        print(
+            f"| {r['peers']} | {r['full']} | {r['components']} | {r['in_mean']:.1f} | {r['in_std']:.2f} "
+            f"| {r['uniform_std']:.2f} | {r['msgs']:.2f} | {r['bytes']:.0f} | {r['stored']:.1f} "
+            f"| {r['purge_cycles']} | {r['seconds']:.1f} |"
+        )
     failures = []
     for r in rows:
         if not r["full"] or r["components"] != 1:

@@ -48,11 +48,33 @@ def main() -> None:
     env = dict(os.environ, QUINKGL_STATE_DIR=str(work / "state"), PYTHONUNBUFFERED="1")
 
     def start(index: int) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "quinkgl_cli", "run", "--manifest", "demo.qgl", "--script",
-                "mnist_peer_script.py", "--node-id", f"peer-{index}", "--port", "0", "--rounds", str(args.rounds),
-                "--local-steps", str(args.steps), "--max-eval-batches", "40", "--trust-policy", "open",
-                "--script-arg", f"data_root={args.data_root}", "--checkpoint-dir", f"ckpt/peer-{index}"]
-        log = open(work / f"peer-{index}.log", "w")
+        argv = [
+            sys.executable,
+            "-m",
+            "quinkgl_cli",
+            "run",
+            "--manifest",
+            "demo.qgl",
+            "--script",
+            "mnist_peer_script.py",
+            "--node-id",
+            f"peer-{index}",
+            "--port",
+            "0",
+            "--rounds",
+            str(args.rounds),
+            "--local-steps",
+            str(args.steps),
+            "--max-eval-batches",
+            "40",
+            "--trust-policy",
+            "open",
+            "--script-arg",
+            f"data_root={args.data_root}",
+            "--checkpoint-dir",
+            f"ckpt/peer-{index}",
+        ]
+        log = open(work / f"peer-{index}.log", "w")  # noqa: SIM115 - the child process writes to it until it exits
         return subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     procs = [start(i) for i in range(1, 6)]
@@ -82,12 +104,16 @@ def main() -> None:
         return
     first = history[6][0]
     others = [m["val_accuracy"] for i in range(1, 6) for m in history[i] if m["round"] == first["round"]]
-    print(f"joiner's first round {first['round']}: val_accuracy {first['val_accuracy']:.4f}; others at that round "
-          f"{min(others):.4f}-{max(others):.4f} (mean {statistics.mean(others):.4f})")
+    print(
+        f"joiner's first round {first['round']}: val_accuracy {first['val_accuracy']:.4f}; others at that round "
+        f"{min(others):.4f}-{max(others):.4f} (mean {statistics.mean(others):.4f})"
+    )
     used = [m["time"] for i in range(1, 6) for m in history[i] if joiner_id in m.get("aggregated_from", [])]
     if used:
-        print(f"first accepted contribution {min(used) - started:.1f} s after the joiner started "
-              f"(used in {len(used)} peer-rounds)")
+        print(
+            f"first accepted contribution {min(used) - started:.1f} s after the joiner started "
+            f"(used in {len(used)} peer-rounds)"
+        )
     else:
         print("nobody aggregated the joiner's model")
     rejected = {i: history[i][-1].get("updates_rejected") for i in range(1, 6) if history[i]}

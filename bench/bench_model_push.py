@@ -28,6 +28,7 @@ Usage: python bench/bench_model_push.py [--mb 50] [--repeat 3] [--seed 0]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -66,8 +67,9 @@ def make_transport(name: str, registry: str, max_bytes: int, channel: trio.Memor
     from quinkgl_transport_libp2p.params import Libp2pParams
     from quinkgl_transport_libp2p.transport import Libp2pTransport
 
-    cfg = TransportConfig(swarm_id=SWARM_ID, node_id=name, max_payload_bytes=max_bytes,
-                          options={"registry_dir": registry})
+    cfg = TransportConfig(
+        swarm_id=SWARM_ID, node_id=name, max_payload_bytes=max_bytes, options={"registry_dir": registry}
+    )
 
     def on_payload(sender: str, payload: bytes) -> None:
         channel.send_nowait((sender, payload, time.perf_counter()))
@@ -80,6 +82,7 @@ def make_transport(name: str, registry: str, max_bytes: int, channel: trio.Memor
 # ------------------------------------------------------------------------------------------------------------
 # Receiver (subprocess)
 # ------------------------------------------------------------------------------------------------------------
+
 
 async def receiver(args: argparse.Namespace) -> None:
     from libp2p.network.stream.exceptions import StreamEOF
@@ -114,7 +117,8 @@ async def receiver(args: argparse.Namespace) -> None:
                     await transport.send(sender, b"{}", timeout=STEP_TIMEOUT_S)
                     continue
                 decoded = await trio.to_thread.run_sync(
-                    lambda data=payload: wire.decode_update(data, expected=spec, swarm_id=SWARM_ID, max_bytes=cap))
+                    lambda data=payload: wire.decode_update(data, expected=spec, swarm_id=SWARM_ID, max_bytes=cap)
+                )
                 decode_s = time.perf_counter() - arrived
                 assert decoded.header.sender == sender, "sender mismatch"
                 reply = {"decode_s": decode_s, "tensors": len(decoded.tensors), "round": decoded.header.round}
@@ -124,6 +128,7 @@ async def receiver(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # Sender (this process)
 # ------------------------------------------------------------------------------------------------------------
+
 
 async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, list[float]]:
     from libp2p.peer.id import ID
@@ -153,8 +158,10 @@ async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, 
             keep = i > 0  # iteration 0 is the warm-up
             t0 = time.perf_counter()
             msg = await trio.to_thread.run_sync(
-                lambda r=i: wire.encode_update(model, swarm_id=SWARM_ID, sender=transport.peer_id, round=r,
-                                           num_samples=1))
+                lambda r=i: wire.encode_update(
+                    model, swarm_id=SWARM_ID, sender=transport.peer_id, round=r, num_samples=1
+                )
+            )
             t1 = time.perf_counter()
             await transport.send(peer, msg, timeout=STEP_TIMEOUT_S)
             t2 = time.perf_counter()
@@ -181,9 +188,15 @@ async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, 
                 await reply(peer)
                 p1 = time.perf_counter()
             if keep:
-                for key, value in (("framework", t3 - t0), ("encode", t1 - t0), ("send", t2 - t1),
-                                   ("decode", info["decode_s"]), ("rest", t3 - t2 - info["decode_s"]),
-                                   ("raw", r1 - r0), ("rtt", p1 - p0)):
+                for key, value in (
+                    ("framework", t3 - t0),
+                    ("encode", t1 - t0),
+                    ("send", t2 - t1),
+                    ("decode", info["decode_s"]),
+                    ("rest", t3 - t2 - info["decode_s"]),
+                    ("raw", r1 - r0),
+                    ("rtt", p1 - p0),
+                ):
                     times[key].append(value)
         await transport.send(peer, b"BYE!", timeout=10)
     times["size"] = [float(size)]
@@ -193,8 +206,10 @@ async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, 
 def report(times: dict[str, list[float]], n_tensors: int, pid: int) -> None:
     size_mb = times["size"][0] / 1e6
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"model: {n_tensors} tensors, encoded message {size_mb:.2f} MB; receiver PID {pid}; "
-          f"median of {len(times['raw'])} pushes after 1 warm-up\n")
+    print(
+        f"model: {n_tensors} tensors, encoded message {size_mb:.2f} MB; receiver PID {pid}; "
+        f"median of {len(times['raw'])} pushes after 1 warm-up\n"
+    )
     rows = [
         ("framework: encode -> confirmed decoded", "framework", True),
         ("  encode (sender, worker thread)", "encode", False),
@@ -209,8 +224,10 @@ def report(times: dict[str, list[float]], n_tensors: int, pid: int) -> None:
         mbs = f"{size_mb / med[key]:8.1f}" if rate else " " * 8
         runs = ", ".join(f"{v:.3f}" for v in times[key])
         print(f"{label:44s} {med[key]:9.3f} {mbs}   {runs}")
-    print(f"\nratio framework/raw: {med['framework'] / med['raw']:.2f}x   "
-          f"send()/raw (transfer only): {med['send'] / med['raw']:.2f}x")
+    print(
+        f"\nratio framework/raw: {med['framework'] / med['raw']:.2f}x   "
+        f"send()/raw (transfer only): {med['send'] / med['raw']:.2f}x"
+    )
 
 
 def main() -> int:
@@ -227,17 +244,26 @@ def main() -> int:
         return 0
 
     args.registry = tempfile.mkdtemp(prefix="qgl-bench-push-")
-    cmd = [sys.executable, os.path.abspath(__file__), "--role", "receiver", "--mb", str(args.mb),
-           "--seed", str(args.seed), "--registry", args.registry,
-           "--deadline", str(60 + (args.repeat + 1) * 3 * STEP_TIMEOUT_S)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--role",
+        "receiver",
+        "--mb",
+        str(args.mb),
+        "--seed",
+        str(args.seed),
+        "--registry",
+        args.registry,
+        "--deadline",
+        str(60 + (args.repeat + 1) * 3 * STEP_TIMEOUT_S),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     try:
         times = trio.run(sender, args, proc)
         report(times, len(build_model(args.mb, args.seed)), proc.pid)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=15)  # it leaves on BYE!
-        except subprocess.TimeoutExpired:
-            pass
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

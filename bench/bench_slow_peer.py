@@ -38,12 +38,35 @@ def run_swarm(work: Path, args: argparse.Namespace, slow_factor: int) -> dict[st
     procs = []
     for index in range(1, 6):
         steps = args.steps * (slow_factor if index == 5 else 1)
-        argv = [sys.executable, "-m", "quinkgl_cli", "run", "--manifest", "demo.qgl", "--script",
-                "mnist_peer_script.py", "--node-id", f"peer-{index}", "--port", "0", "--rounds", str(args.rounds),
-                "--local-steps", str(steps), "--max-eval-batches", "40", "--trust-policy", "open",
-                "--gossip-interval", str(args.gossip_interval), "--script-arg", f"data_root={args.data_root}",
-                "--checkpoint-dir", f"ckpt/peer-{index}"]
-        log = open(work / f"peer-{index}.log", "w")
+        argv = [
+            sys.executable,
+            "-m",
+            "quinkgl_cli",
+            "run",
+            "--manifest",
+            "demo.qgl",
+            "--script",
+            "mnist_peer_script.py",
+            "--node-id",
+            f"peer-{index}",
+            "--port",
+            "0",
+            "--rounds",
+            str(args.rounds),
+            "--local-steps",
+            str(steps),
+            "--max-eval-batches",
+            "40",
+            "--trust-policy",
+            "open",
+            "--gossip-interval",
+            str(args.gossip_interval),
+            "--script-arg",
+            f"data_root={args.data_root}",
+            "--checkpoint-dir",
+            f"ckpt/peer-{index}",
+        ]
+        log = open(work / f"peer-{index}.log", "w")  # noqa: SIM115 - the child process writes to it until it exits
         procs.append(subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + args.timeout
     for proc in procs:
@@ -64,8 +87,10 @@ def report(label: str, history: dict[str, list[dict]]) -> float:
     median = statistics.median(fast) if fast else float("nan")
     finals = {node: (rounds[-1]["val_accuracy"] if rounds else None) for node, rounds in history.items()}
     fell_back = sum(m["fell_back"] for rounds in history.values() for m in rounds)
-    print(f"{label}: fast peers' median round {median:.2f} s over {len(fast)} rounds; fell back {fell_back}; "
-          f"final val_accuracy {json.dumps(finals)}")
+    print(
+        f"{label}: fast peers' median round {median:.2f} s over {len(fast)} rounds; fell back {fell_back}; "
+        f"final val_accuracy {json.dumps(finals)}"
+    )
     return median
 
 
@@ -83,8 +108,10 @@ def main() -> None:
     slow = report("peer-5 trains 4x the steps", history)
     others = [rounds[-1]["val_accuracy"] for node, rounds in history.items() if node != "peer-5" and rounds]
     own = history["peer-5"][-1]["val_accuracy"] if history["peer-5"] else float("nan")
-    print(f"ratio of fast peers' median round time: {slow / base:.2f} (goal <= 1.25); slow peer's accuracy "
-          f"{own:.4f} vs others' mean {statistics.mean(others):.4f} (goal: within 0.01)")
+    print(
+        f"ratio of fast peers' median round time: {slow / base:.2f} (goal <= 1.25); slow peer's accuracy "
+        f"{own:.4f} vs others' mean {statistics.mean(others):.4f} (goal: within 0.01)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID, STOP_PROTOCOL_ID, Circ
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
+
 from quinkgl_transport_libp2p.host import build_host, key_pair_from_seed, make_addrs_factory
 
 ECHO = "/quinkgl-spike/echo/1.0.0"
@@ -51,11 +52,16 @@ def make_host(listen: multiaddr.Multiaddr):  # type: ignore[no-untyped-def]
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
     key_pair = key_pair_from_seed(os.urandom(32))
-    return new_host(key_pair=key_pair, sec_opt={NOISE: Noise(key_pair, noise_privkey=x25519().private_key)},
-                    muxer_opt={YAMUX: Yamux}, listen_addrs=[listen],
-                    connection_config=ConnectionConfig(max_connections_per_peer=1), enable_mDNS=False,
-                    addrs_factory=make_addrs_factory([]),
-                    enable_upnp=False)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE: Noise(key_pair, noise_privkey=x25519().private_key)},
+        muxer_opt={YAMUX: Yamux},
+        listen_addrs=[listen],
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        enable_mDNS=False,
+        addrs_factory=make_addrs_factory([]),
+        enable_upnp=False,
+    )
 
 
 async def main(role: str, *args: str) -> None:
@@ -118,8 +124,13 @@ async def main(role: str, *args: str) -> None:
                 try:
                     with trio.fail_after(15):
                         conn = await transport.dial(circuit)
-                    say(event="dialled through relay", attempt=attempt, seconds=round(time.monotonic() - started, 3),
-                        conn=type(conn).__name__, connected=[p.to_base58() for p in host.get_connected_peers()])
+                    say(
+                        event="dialled through relay",
+                        attempt=attempt,
+                        seconds=round(time.monotonic() - started, 3),
+                        conn=type(conn).__name__,
+                        connected=[p.to_base58() for p in host.get_connected_peers()],
+                    )
                     break
                 except Exception as exc:  # evidence: record and retry
                     say(event="dial failed", attempt=attempt, error=f"{type(exc).__name__}: {exc}"[:300])
@@ -145,8 +156,12 @@ async def main(role: str, *args: str) -> None:
                     ok = False
                     say(event="hole punch raised", error=f"{type(exc).__name__}: {exc}"[:300])
                 conns = host.get_network().get_connections(dest_id)
-                say(event="hole punch", ok=ok, seconds=round(time.monotonic() - punch_started, 3),
-                    connections=[str(getattr(c, "get_transport_addresses", lambda: [])()) for c in conns][:4])
+                say(
+                    event="hole punch",
+                    ok=ok,
+                    seconds=round(time.monotonic() - punch_started, 3),
+                    connections=[str(getattr(c, "get_transport_addresses", list)()) for c in conns][:4],
+                )
             nursery.cancel_scope.cancel()
 
 

@@ -41,16 +41,34 @@ def start_peers(quinkgl: str, args: argparse.Namespace, work: Path, env: dict[st
     """Start the five peers as the guide does, each writing its own log."""
     procs = []
     for index in range(1, args.peers + 1):
-        argv = [quinkgl, "run", "--manifest", "demo.qgl", "--script", "mnist_peer_script.py",
-                "--node-id", f"peer-{index}", "--port", str(args.port_base + index - 1), "--rounds", str(args.rounds),
-                "--gossip-interval", str(args.gossip_interval), "--trust-policy", "tofu",
-                "--script-arg", "data_root=./data", "--checkpoint-dir", f"./ckpt/peer-{index}"]
+        argv = [
+            quinkgl,
+            "run",
+            "--manifest",
+            "demo.qgl",
+            "--script",
+            "mnist_peer_script.py",
+            "--node-id",
+            f"peer-{index}",
+            "--port",
+            str(args.port_base + index - 1),
+            "--rounds",
+            str(args.rounds),
+            "--gossip-interval",
+            str(args.gossip_interval),
+            "--trust-policy",
+            "tofu",
+            "--script-arg",
+            "data_root=./data",
+            "--checkpoint-dir",
+            f"./ckpt/peer-{index}",
+        ]
         if args.local_steps:
             argv += ["--local-steps", str(args.local_steps)]
         if args.device:
             argv += ["--device", args.device]
         print(f"$ {shlex.join(argv)} 2>&1 | tee peer-{index}.log", flush=True)
-        log = open(work / f"peer-{index}.log", "w")
+        log = open(work / f"peer-{index}.log", "w")  # noqa: SIM115 - the child process writes to it until it exits
         procs.append(subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
@@ -83,13 +101,19 @@ def report(args: argparse.Namespace, work: Path, codes: list[int]) -> bool:
         improved = code == 0 and len(rounds) == args.rounds and final is not None and final > first
         ok &= improved and all(counts.values())
         overheads += [m["round_seconds"] - m["train_seconds"] - m["eval_seconds"] for m in rounds[1:]]
-        print(f"peer-{index}: exit {code}, rounds {len(rounds)}/{args.rounds}, val accuracy "
-              f"{first if first is None else f'{first:.4f}'} -> {final if final is None else f'{final:.4f}'}"
-              f" ({'improved' if improved else 'NOT improved'}); "
-              + ", ".join(f"'{p}': {n} lines" for p, n in counts.items()), flush=True)
+        print(
+            f"peer-{index}: exit {code}, rounds {len(rounds)}/{args.rounds}, val accuracy "
+            f"{first if first is None else f'{first:.4f}'} -> {final if final is None else f'{final:.4f}'}"
+            f" ({'improved' if improved else 'NOT improved'}); "
+            + ", ".join(f"'{p}': {n} lines" for p, n in counts.items()),
+            flush=True,
+        )
     if overheads:
-        print(f"per-round overhead (round time not spent training or evaluating), rounds 2..{args.rounds}: "
-              f"median {statistics.median(overheads):.2f} s, max {max(overheads):.2f} s", flush=True)
+        print(
+            f"per-round overhead (round time not spent training or evaluating), rounds 2..{args.rounds}: "
+            f"median {statistics.median(overheads):.2f} s, max {max(overheads):.2f} s",
+            flush=True,
+        )
     return ok
 
 
@@ -116,7 +140,10 @@ def main() -> None:
     if (work / "creator.key").exists():
         (work / "creator.key").unlink()  # a fresh key each demo: nothing to remember from an earlier one
     pubkey = step("Creator key", [quinkgl, "keygen", "--output", "creator.key"], work, env).strip().splitlines()[-1]
-    code = "from quinkgl.manifest import compute_arch_hash\nfrom mnist_peer_script import MNISTNet\nprint(compute_arch_hash(MNISTNet()))"
+    code = (
+        "from quinkgl.manifest import compute_arch_hash\nfrom mnist_peer_script import MNISTNet\n"
+        "print(compute_arch_hash(MNISTNet()))"
+    )
     arch = step("Model architecture hash", [sys.executable, "-c", code], work, env).strip()
     info = json.loads(subprocess.run([quinkgl, "info", "--json"], capture_output=True, text=True, check=True).stdout)
     names = {c["name"] for c in info["components"]}
@@ -125,10 +152,35 @@ def main() -> None:
         aggregation, topology = "FedAvg", "RandomTopology"
     step(
         "Manifest",
-        [quinkgl, "manifest", "create", "--name", "demo-5peer", "--task-type", "class", "--input-shape", "1,28,28",
-         "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch", "--model-arch-hash", arch,
-         "--aggregation", aggregation, "--topology", topology, "--sign-with", "creator.key", "--output", "demo.qgl"],
-        work, env,
+        [
+            quinkgl,
+            "manifest",
+            "create",
+            "--name",
+            "demo-5peer",
+            "--task-type",
+            "class",
+            "--input-shape",
+            "1,28,28",
+            "--output-shape",
+            "10",
+            "--label-type",
+            "integer",
+            "--model-framework",
+            "pytorch",
+            "--model-arch-hash",
+            arch,
+            "--aggregation",
+            aggregation,
+            "--topology",
+            topology,
+            "--sign-with",
+            "creator.key",
+            "--output",
+            "demo.qgl",
+        ],
+        work,
+        env,
     )
     step("Verify", [quinkgl, "manifest", "verify", "demo.qgl", "--trusted-pubkey", pubkey], work, env)
     print(f"\n## {args.peers} peers over libp2p on loopback", flush=True)

@@ -10,15 +10,15 @@ ARCH = "sha256:" + "4" * 64
 
 def make_manifest(key=None, **overrides):
     """A valid demo manifest (signed when ``key`` is given)."""
-    fields = dict(
-        name="demo-5peer",
-        task_type="class",
-        input_shape=(1, 28, 28),
-        output_shape=(10,),
-        label_type="integer",
-        framework="pytorch",
-        arch_hash=ARCH,
-    )
+    fields = {
+        "name": "demo-5peer",
+        "task_type": "class",
+        "input_shape": (1, 28, 28),
+        "output_shape": (10,),
+        "label_type": "integer",
+        "framework": "pytorch",
+        "arch_hash": ARCH,
+    }
     fields.update(overrides)
     return create_manifest(ManifestOptions(**fields), build_registry(), key)
 
@@ -49,7 +49,7 @@ def guide_arch_hash():
 
 def fedavg_manifest(**overrides):
     """A manifest for the guide's MNIST script with FedAvg + RandomTopology over the memory transport."""
-    fields = dict(arch_hash=guide_arch_hash(), transport="memory")
+    fields = {"arch_hash": guide_arch_hash(), "transport": "memory"}
     fields.update(overrides)
     return make_manifest(**fields)
 
@@ -59,6 +59,7 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
 
     ``extra(peers, hub)``, if given, is an async function run beside the peers (e.g. a misbehaving client);
     ``peer_ids`` fixes the memory transports' peer IDs (e.g. to issue membership certificates for them)."""
+    import attrs
     import trio
 
     from quinkgl.plugins.manager import build_registry
@@ -66,8 +67,6 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
     from quinkgl.runtime.peer import Peer
     from quinkgl.transport import TransportConfig
     from quinkgl.transports.memory import MemoryParams, memory_transport
-
-    import attrs
 
     registry = registry or build_registry()
     hub = hub or f"test-{id(scripts)}"
@@ -77,13 +76,19 @@ def run_swarm(manifest, scripts, options_list, hub=None, registry=None, observer
     def factory(node_id, peer_id=None):
         return lambda max_bytes: memory_transport(
             MemoryParams(hub=hub),
-            TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes,
-                            options={"peer_id": peer_id} if peer_id else {}),
+            TransportConfig(
+                swarm_id=manifest.swarm_id,
+                node_id=node_id,
+                max_payload_bytes=max_bytes,
+                options={"peer_id": peer_id} if peer_id else {},
+            ),
         )
 
     peer_ids = peer_ids or [None] * len(options_list)
-    peers = [Peer(build_peer(manifest, script, options, registry, factory(options.node_id, pid)), observer)
-             for script, options, pid in zip(scripts, options_list, peer_ids)]
+    peers = [
+        Peer(build_peer(manifest, script, options, registry, factory(options.node_id, pid)), observer)
+        for script, options, pid in zip(scripts, options_list, peer_ids, strict=False)
+    ]
 
     async def main():
         async with trio.open_nursery() as nursery:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from quinkgl.aggregation import ModelUpdate
 from quinkgl_agg_robust.coordinatewise import Median, TrimmedMean, coordinatewise_median, trimmed_mean
 from quinkgl_agg_robust.distances import pairwise_sq_distances

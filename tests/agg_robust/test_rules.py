@@ -11,11 +11,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from quinkgl.aggregation import FedAvg, ModelUpdate
 from quinkgl.errors import ManifestError
 from quinkgl.manifest.codec import structure_params
 from quinkgl.plugins.manager import build_registry
-
 from quinkgl_agg_robust.coordinatewise import coordinatewise_median, trimmed_mean
 from quinkgl_agg_robust.distances import pairwise_sq_distances
 from quinkgl_agg_robust.entropy import EntropyWeightedAvg, normalised_entropy
@@ -37,8 +37,15 @@ def build(registry, name: str, byzantine_f: int = 0, **params):
     return spec.factory(structure_params(params, spec.params, "$.aggregation.params"), manifest)
 
 
-def model(sender: str, weight: torch.Tensor, bias: torch.Tensor, *, count: int = 7, samples: int = 100,
-          histogram: list[int] | None = None) -> ModelUpdate:
+def model(
+    sender: str,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    count: int = 7,
+    samples: int = 100,
+    histogram: list[int] | None = None,
+) -> ModelUpdate:
     """A small model: two floating tensors and an integer buffer, like a Linear layer plus BatchNorm's counter."""
     metadata = {"label_histogram": histogram} if histogram is not None else {}
     tensors = {"fc.weight": weight, "fc.bias": bias, "bn.num_batches_tracked": torch.tensor(count)}
@@ -49,8 +56,12 @@ def honest_models(n: int, seed: int = 0) -> list[ModelUpdate]:
     gen = torch.Generator().manual_seed(seed)
     centre_w, centre_b = torch.randn(4, 3, generator=gen), torch.randn(3, generator=gen)
     return [
-        model(f"peer{i}", centre_w + SIGMA * torch.randn(4, 3, generator=gen),
-              centre_b + SIGMA * torch.randn(3, generator=gen), count=7 if i == 0 else 99)
+        model(
+            f"peer{i}",
+            centre_w + SIGMA * torch.randn(4, 3, generator=gen),
+            centre_b + SIGMA * torch.randn(3, generator=gen),
+            count=7 if i == 0 else 99,
+        )
         for i in range(n)
     ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from quinkgl.aggregation import WEIGHT_CAP, ModelUpdate
 from quinkgl_agg_robust.entropy import EntropyWeightedAvg
 

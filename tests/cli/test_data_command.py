@@ -22,8 +22,9 @@ ENTRY = "from quinkgl_cli.commands.data import data_command; data_command()"
 
 def run_cli(*args: str, cache: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "QUINKGL_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def md5s(raw: Path, expected: dict[str, str]) -> bool:

@@ -38,14 +38,41 @@ def test_fifos_and_devices_as_manifest_key_or_tofu_store_fail_fast(cli, tmp_path
         line = assert_clean_error(cli("manifest", "verify", path, timeout=60), ExitCode.MANIFEST_INVALID)
         assert "not a regular file" in line
         line = assert_clean_error(cli("manifest", "show", path, timeout=60), ExitCode.MANIFEST_INVALID)
-        created = cli("manifest", "create", "--name", "x", "--task-type", "class", "--input-shape", "1,28,28",
-                      "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-                      "--model-arch-hash", "sha256:" + "4" * 64, "--sign-with", path, "--output", "x.qgl", timeout=60)
+        created = cli(
+            "manifest",
+            "create",
+            "--name",
+            "x",
+            "--task-type",
+            "class",
+            "--input-shape",
+            "1,28,28",
+            "--output-shape",
+            "10",
+            "--label-type",
+            "integer",
+            "--model-framework",
+            "pytorch",
+            "--model-arch-hash",
+            "sha256:" + "4" * 64,
+            "--sign-with",
+            path,
+            "--output",
+            "x.qgl",
+            timeout=60,
+        )
         assert "not a regular file" in assert_clean_error(created, ExitCode.KEY_ERROR)
     write_manifest(make_manifest(keys.generate_private_key()), tmp_path / "m.qgl")
     for path in ("fifo", "zero"):
-        result = cli("run", "--manifest", "m.qgl", "--data", "mnist", env={"QUINKGL_TOFU_STORE": str(tmp_path / path)},
-                     timeout=60)
+        result = cli(
+            "run",
+            "--manifest",
+            "m.qgl",
+            "--data",
+            "mnist",
+            env={"QUINKGL_TOFU_STORE": str(tmp_path / path)},
+            timeout=60,
+        )
         assert "TOFU store" in assert_clean_error(result, ExitCode.UNTRUSTED)
 
 
@@ -61,14 +88,18 @@ def test_a_second_process_on_one_checkpoint_dir_is_refused(cli, tmp_path):
     write_manifest(make_manifest(keys.generate_private_key()), tmp_path / "m.qgl")
     ckpt = tmp_path / "ckpt"
     # The first peer holds the directory (the same CheckpointStore lock `quinkgl run` takes at start).
-    code = ("import sys\nfrom quinkgl.checkpoint import CheckpointStore\n"
-            "s = CheckpointStore(sys.argv[1]); s.acquire_lock(); print('locked', flush=True); sys.stdin.read()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(ckpt)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    code = (
+        "import sys\nfrom quinkgl.checkpoint import CheckpointStore\n"
+        "s = CheckpointStore(sys.argv[1]); s.acquire_lock(); print('locked', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(ckpt)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = cli("run", "--manifest", "m.qgl", "--data", "mnist", "--checkpoint-dir", str(ckpt), "--rounds", "1",
-                     timeout=120)
+        result = cli(
+            "run", "--manifest", "m.qgl", "--data", "mnist", "--checkpoint-dir", str(ckpt), "--rounds", "1", timeout=120
+        )
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)

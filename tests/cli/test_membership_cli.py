@@ -12,9 +12,27 @@ ARCH = "sha256:" + "4" * 64
 
 
 def create(cli, *extra, output="swarm.qgl"):
-    return cli("manifest", "create", "--name", "ward-7", "--task-type", "class", "--input-shape", "1,28,28",
-               "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-               "--model-arch-hash", ARCH, "--output", output, *extra)
+    return cli(
+        "manifest",
+        "create",
+        "--name",
+        "ward-7",
+        "--task-type",
+        "class",
+        "--input-shape",
+        "1,28,28",
+        "--output-shape",
+        "10",
+        "--label-type",
+        "integer",
+        "--model-framework",
+        "pytorch",
+        "--model-arch-hash",
+        ARCH,
+        "--output",
+        output,
+        *extra,
+    )
 
 
 def one_error(result, code):
@@ -39,15 +57,36 @@ def test_certified_swarm_admit_and_run_checks(cli, tmp_path):
     assert shown["manifest"]["membership"] == "certified" and shown["signature_status"] == "valid"
     assert "membership" not in json.loads(create(cli, output="open.qgl").stdout and (tmp_path / "open.qgl").read_text())
 
-    by_key = cli("admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--node-key",
-                 "node/libp2p-identity.pem", "--expires-at", "2099-12-31", "--output", "a.cert")
+    by_key = cli(
+        "admit",
+        "--manifest",
+        "swarm.qgl",
+        "--sign-with",
+        "creator.key",
+        "--node-key",
+        "node/libp2p-identity.pem",
+        "--expires-at",
+        "2099-12-31",
+        "--output",
+        "a.cert",
+    )
     assert by_key.returncode == 0, by_key.stderr
     peer_id = by_key.stdout.split("Peer ID: ")[1].split()[0]
     assert check_libp2p_peer_id(peer_id).startswith("12D3KooW")
-    by_pubkey = cli("admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--node-pubkey", node_pubkey,
-                    "--output", "b.cert")
-    by_id = cli("admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--peer-id", peer_id,
-                "--output", "c.cert")
+    by_pubkey = cli(
+        "admit",
+        "--manifest",
+        "swarm.qgl",
+        "--sign-with",
+        "creator.key",
+        "--node-pubkey",
+        node_pubkey,
+        "--output",
+        "b.cert",
+    )
+    by_id = cli(
+        "admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--peer-id", peer_id, "--output", "c.cert"
+    )
     assert by_pubkey.returncode == 0 and by_id.returncode == 0, (by_pubkey.stderr, by_id.stderr)
     certs = [load_certificate(tmp_path / f"{n}.cert") for n in "abc"]
     assert {c.peer_id for c in certs} == {peer_id}
@@ -55,14 +94,36 @@ def test_certified_swarm_admit_and_run_checks(cli, tmp_path):
 
     # Mistakes: wrong key, a peer ID that is not one, two forms at once, an expired date.
     assert cli("keygen", "--output", "other.key").returncode == 0
-    line = one_error(cli("admit", "--manifest", "swarm.qgl", "--sign-with", "other.key", "--peer-id", peer_id,
-                         "--output", "x.cert"), ExitCode.KEY_ERROR)
+    line = one_error(
+        cli("admit", "--manifest", "swarm.qgl", "--sign-with", "other.key", "--peer-id", peer_id, "--output", "x.cert"),
+        ExitCode.KEY_ERROR,
+    )
     assert "only the manifest's creator" in line
-    bad = cli("admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--peer-id", "12D3KooWnotapeer",
-              "--output", "x.cert")
+    bad = cli(
+        "admit",
+        "--manifest",
+        "swarm.qgl",
+        "--sign-with",
+        "creator.key",
+        "--peer-id",
+        "12D3KooWnotapeer",
+        "--output",
+        "x.cert",
+    )
     assert bad.returncode == int(ExitCode.USAGE) and "Traceback" not in bad.stderr
-    both = cli("admit", "--manifest", "swarm.qgl", "--sign-with", "creator.key", "--peer-id", peer_id,
-               "--node-pubkey", node_pubkey, "--output", "x.cert")
+    both = cli(
+        "admit",
+        "--manifest",
+        "swarm.qgl",
+        "--sign-with",
+        "creator.key",
+        "--peer-id",
+        peer_id,
+        "--node-pubkey",
+        node_pubkey,
+        "--output",
+        "x.cert",
+    )
     assert both.returncode == int(ExitCode.USAGE) and "exactly one" in both.stderr
     assert not (tmp_path / "x.cert").exists()
 
@@ -70,6 +131,8 @@ def test_certified_swarm_admit_and_run_checks(cli, tmp_path):
     line = one_error(cli("run", "--manifest", "swarm.qgl", "--data", "mnist", timeout=120), ExitCode.NOT_A_MEMBER)
     assert "--membership-cert" in line and "quinkgl admit" in line
     (tmp_path / "junk.cert").write_text("{}")
-    line = one_error(cli("run", "--manifest", "swarm.qgl", "--data", "mnist", "--membership-cert", "missing.cert",
-                         timeout=120), ExitCode.NOT_A_MEMBER)
+    line = one_error(
+        cli("run", "--manifest", "swarm.qgl", "--data", "mnist", "--membership-cert", "missing.cert", timeout=120),
+        ExitCode.NOT_A_MEMBER,
+    )
     assert "missing.cert" in line

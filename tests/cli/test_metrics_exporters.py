@@ -40,9 +40,26 @@ def test_running_peer_serves_prometheus_and_writes_tensorboard_events(tmp_path, 
     events = tmp_path / "tb"
     # Many rounds: the test stops the peer with SIGTERM once it has scraped a completed round, so nothing here
     # depends on how fast rounds are.
-    args = ["--manifest", "m.qgl", "--script", "mnist_peer_script.py", "--rounds", "50", "--local-steps", "5",
-            "--max-eval-batches", "5", "--trust-policy", "open", "--script-arg", f"data_root={mnist_root}",
-            "--metrics-port", "0", "--tensorboard", str(events)]
+    args = [
+        "--manifest",
+        "m.qgl",
+        "--script",
+        "mnist_peer_script.py",
+        "--rounds",
+        "50",
+        "--local-steps",
+        "5",
+        "--max-eval-batches",
+        "5",
+        "--trust-policy",
+        "open",
+        "--script-arg",
+        f"data_root={mnist_root}",
+        "--metrics-port",
+        "0",
+        "--tensorboard",
+        str(events),
+    ]
     env = peer_env(tmp_path / "state")
     peer = PeerProcess(tmp_path, "exporter", args, env)
     try:
@@ -84,8 +101,13 @@ def test_prometheus_exporter_labels_rejections_by_reason():
         assert samples["quinkgl_round"] == 0 and "quinkgl_val_accuracy" not in samples  # nothing measured yet
         exporter.quinkgl_on_metrics(
             record={"round": 3, "val_accuracy": 0.5, "val_loss": float("nan"), "peers": 2, "bytes_sent": 10},
-            counters={"node_id": "n1", "peer_id": "Qm", "bytes_sent": 12, "bytes_received": 34,
-                      "rejected": {"digest_mismatch": 2, "stale_round": 1}},
+            counters={
+                "node_id": "n1",
+                "peer_id": "Qm",
+                "bytes_sent": 12,
+                "bytes_received": 34,
+                "rejected": {"digest_mismatch": 2, "stale_round": 1},
+            },
         )
         samples = scrape(exporter.url)
         assert samples["quinkgl_round"] == 3 and samples["quinkgl_val_accuracy"] == 0.5

@@ -29,8 +29,12 @@ def test_json_snapshot_is_the_only_thing_on_stdout(cli, tmp_path):
 def test_terminal_gets_a_live_table(tmp_path):
     write_manifest(make_manifest(name="tty"), tmp_path / "m.qgl")
     env = dict(os.environ, COLUMNS="150", TERM="xterm-256color")
-    code, screen = run_on_terminal([*quinkgl_executable(), "monitor", "--manifest", "m.qgl", "--trust-policy", "open",
-                                    "--duration", "1.5"], tmp_path, env, timeout=120)
+    code, screen = run_on_terminal(
+        [*quinkgl_executable(), "monitor", "--manifest", "m.qgl", "--trust-policy", "open", "--duration", "1.5"],
+        tmp_path,
+        env,
+        timeout=120,
+    )
     assert code == 0, screen
     assert "swarm tty" in screen and "peer ID" in screen and "┃" in screen  # rich's table, not plain lines
     assert "Traceback" not in screen

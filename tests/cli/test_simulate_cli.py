@@ -9,19 +9,60 @@ from quinkgl.errors import ExitCode
 
 
 def create_manifest(cli, name="sim", arch=None, shape="1,28,28"):
-    result = cli("manifest", "create", "--name", name, "--task-type", "class", "--input-shape", shape,
-                 "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-                 "--model-arch-hash", arch or guide_arch_hash(), "--output", f"{name}.qgl")
+    result = cli(
+        "manifest",
+        "create",
+        "--name",
+        name,
+        "--task-type",
+        "class",
+        "--input-shape",
+        shape,
+        "--output-shape",
+        "10",
+        "--label-type",
+        "integer",
+        "--model-framework",
+        "pytorch",
+        "--model-arch-hash",
+        arch or guide_arch_hash(),
+        "--output",
+        f"{name}.qgl",
+    )
     assert result.returncode == 0, result.stderr
     return f"{name}.qgl"
 
 
 def test_simulate_the_guide_script(cli, tmp_path, guide_script, mnist_root):
     manifest = create_manifest(cli)
-    result = cli("simulate", "--manifest", manifest, "--script", str(guide_script), "--peers", "3", "--rounds", "2",
-                 "--local-steps", "30", "--max-eval-batches", "50", "--partition", "dirichlet:0.5", "--seed", "3",
-                 "--script-arg", f"data_root={mnist_root}", "--output", "out", "--plot", "acc.png",
-                 "--trust-policy", "open", timeout=300)
+    result = cli(
+        "simulate",
+        "--manifest",
+        manifest,
+        "--script",
+        str(guide_script),
+        "--peers",
+        "3",
+        "--rounds",
+        "2",
+        "--local-steps",
+        "30",
+        "--max-eval-batches",
+        "50",
+        "--partition",
+        "dirichlet:0.5",
+        "--seed",
+        "3",
+        "--script-arg",
+        f"data_root={mnist_root}",
+        "--output",
+        "out",
+        "--plot",
+        "acc.png",
+        "--trust-policy",
+        "open",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     for peer in ("peer-1", "peer-2", "peer-3"):
         assert peer in result.stdout
@@ -39,9 +80,28 @@ def test_simulate_mode_a_standard_dataset(cli, tmp_path, mnist_root):
 
     arch = compute_arch_hash(StandardPlugin("mnist").build_model())
     manifest = create_manifest(cli, name="modea", arch=arch)
-    result = cli("simulate", "--manifest", manifest, "--data", "mnist", "--peers", "2", "--rounds", "1",
-                 "--local-steps", "20", "--max-eval-batches", "20", "--script-arg", f"data_root={mnist_root}",
-                 "--output", "out", "--trust-policy", "open", timeout=300)
+    result = cli(
+        "simulate",
+        "--manifest",
+        manifest,
+        "--data",
+        "mnist",
+        "--peers",
+        "2",
+        "--rounds",
+        "1",
+        "--local-steps",
+        "20",
+        "--max-eval-batches",
+        "20",
+        "--script-arg",
+        f"data_root={mnist_root}",
+        "--output",
+        "out",
+        "--trust-policy",
+        "open",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "val_accuracy.png").exists()
 
@@ -66,17 +126,39 @@ def test_guide_scripts_in_the_tests_are_the_examples_unchanged():
 
 def test_simulate_with_byzantine_peers_reports_the_honest_ones(cli, tmp_path, guide_script, mnist_root):
     manifest = create_manifest(cli)
-    result = cli("simulate", "--manifest", manifest, "--script", str(guide_script), "--peers", "5", "--rounds", "1",
-                 "--local-steps", "10", "--max-eval-batches", "10", "--byzantine", "1:alie",
-                 "--byzantine", "1:signflip:3", "--script-arg", f"data_root={mnist_root}", "--output", "out",
-                 "--trust-policy", "open", timeout=300)
+    result = cli(
+        "simulate",
+        "--manifest",
+        manifest,
+        "--script",
+        str(guide_script),
+        "--peers",
+        "5",
+        "--rounds",
+        "1",
+        "--local-steps",
+        "10",
+        "--max-eval-batches",
+        "10",
+        "--byzantine",
+        "1:alie",
+        "--byzantine",
+        "1:signflip:3",
+        "--script-arg",
+        f"data_root={mnist_root}",
+        "--output",
+        "out",
+        "--trust-policy",
+        "open",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert report["hostile"] == {"peer-5": "1:alie", "peer-4": "1:signflip:3"}
     assert report["options"]["byzantine"] == ["1:alie", "1:signflip:3"]
     spread = report["honest_val_accuracy"]
     assert 0 < spread["min"] <= spread["median"] <= spread["max"] <= 1
-    table = result.stdout[result.stdout.index("final val acc"):result.stdout.index("hostile peers")]
+    table = result.stdout[result.stdout.index("final val acc") : result.stdout.index("hostile peers")]
     assert "peer-3" in table and "peer-4" not in table and "peer-5" not in table
     assert "honest peers' final val accuracy: min" in result.stdout
 
@@ -84,7 +166,8 @@ def test_simulate_with_byzantine_peers_reports_the_honest_ones(cli, tmp_path, gu
 def test_unknown_attacks_and_bad_parameters_are_usage_errors(cli):
     manifest = create_manifest(cli)
     for spec in ("1:teleport", "2:signflip:x", "1:inflate:7", "signflip"):
-        result = cli("simulate", "--manifest", manifest, "--data", "mnist", "--byzantine", spec,
-                     "--trust-policy", "open")
+        result = cli(
+            "simulate", "--manifest", manifest, "--data", "mnist", "--byzantine", spec, "--trust-policy", "open"
+        )
         assert result.returncode == ExitCode.USAGE, (spec, result.stderr)
         assert "known attacks: signflip" in result.stderr and "histogram" in result.stderr

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from helpers import guide_arch_hash
 
 DIST = "quinkgl-toy-strategies"
@@ -112,8 +113,13 @@ class RingTopology:
 
 
 def pip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def write_distribution(root: Path) -> Path:
@@ -135,7 +141,9 @@ def test_a_third_party_distribution_is_listed_used_and_required(cli, tmp_path, g
     try:
         info = cli("info", "--json")
         assert info.returncode == 0, info.stderr
-        listed = {(c["kind"], c["name"]): (c["distribution"], c["version"]) for c in json.loads(info.stdout)["components"]}
+        listed = {
+            (c["kind"], c["name"]): (c["distribution"], c["version"]) for c in json.loads(info.stdout)["components"]
+        }
         assert listed[("aggregator", "ToyMean")] == (DIST, "1.2.0")
         assert listed[("topology", "RingTopology")] == (DIST, "1.2.0")
         table = cli("info")
@@ -143,16 +151,43 @@ def test_a_third_party_distribution_is_listed_used_and_required(cli, tmp_path, g
 
         bad = cli("manifest", "create", *manifest_args("bad"), "--aggregation-param", "keep=2")
         assert bad.returncode != 0 and "keep" in bad.stderr  # the params class validates
-        created = cli("manifest", "create", *manifest_args("toy"), "--aggregation-param", "keep=0.5",
-                      "--topology-param", "fanout=2")
+        created = cli(
+            "manifest",
+            "create",
+            *manifest_args("toy"),
+            "--aggregation-param",
+            "keep=0.5",
+            "--topology-param",
+            "fanout=2",
+        )
         assert created.returncode == 0, created.stderr
         shown = json.loads((tmp_path / "toy.qgl").read_text())
         assert DIST in json.dumps(shown.get("plugins", shown))
 
-        result = cli("simulate", "--manifest", "toy.qgl", "--script", str(guide_script), "--peers", "3",
-                     "--rounds", "1", "--local-steps", "10", "--max-eval-batches", "5", "--byzantine", "1:inflate",
-                     "--script-arg", f"data_root={mnist_root}", "--output", "out", "--trust-policy", "open",
-                     timeout=300)
+        result = cli(
+            "simulate",
+            "--manifest",
+            "toy.qgl",
+            "--script",
+            str(guide_script),
+            "--peers",
+            "3",
+            "--rounds",
+            "1",
+            "--local-steps",
+            "10",
+            "--max-eval-batches",
+            "5",
+            "--byzantine",
+            "1:inflate",
+            "--script-arg",
+            f"data_root={mnist_root}",
+            "--output",
+            "out",
+            "--trust-policy",
+            "open",
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         report = json.loads((tmp_path / "out" / "metrics.json").read_text())
         assert report["manifest"]["aggregation"] == "ToyMean" and report["manifest"]["topology"] == "RingTopology"
@@ -161,14 +196,44 @@ def test_a_third_party_distribution_is_listed_used_and_required(cli, tmp_path, g
         removed = pip("uninstall", "-y", DIST)
     assert removed.returncode == 0, removed.stderr
 
-    missing = cli("simulate", "--manifest", "toy.qgl", "--script", str(guide_script), "--peers", "2", "--rounds", "1",
-                  "--trust-policy", "open")
+    missing = cli(
+        "simulate",
+        "--manifest",
+        "toy.qgl",
+        "--script",
+        str(guide_script),
+        "--peers",
+        "2",
+        "--rounds",
+        "1",
+        "--trust-policy",
+        "open",
+    )
     assert missing.returncode != 0
     assert missing.stderr.count("pip install") == 1 and f"pip install '{DIST}" in missing.stderr, missing.stderr
     assert "Traceback" not in missing.stderr
 
 
 def manifest_args(name: str) -> list[str]:
-    return ["--name", name, "--task-type", "class", "--input-shape", "1,28,28", "--output-shape", "10",
-            "--label-type", "integer", "--model-framework", "pytorch", "--model-arch-hash", guide_arch_hash(),
-            "--aggregation", "ToyMean", "--topology", "RingTopology", "--output", f"{name}.qgl"]
+    return [
+        "--name",
+        name,
+        "--task-type",
+        "class",
+        "--input-shape",
+        "1,28,28",
+        "--output-shape",
+        "10",
+        "--label-type",
+        "integer",
+        "--model-framework",
+        "pytorch",
+        "--model-arch-hash",
+        guide_arch_hash(),
+        "--aggregation",
+        "ToyMean",
+        "--topology",
+        "RingTopology",
+        "--output",
+        f"{name}.qgl",
+    ]

@@ -13,7 +13,7 @@ import pytest
 
 from quinkgl.errors import ExitCode
 
-MY_MODEL = '''
+MY_MODEL = """
 import torch.nn as nn
 
 class MyModel(nn.Module):
@@ -24,15 +24,35 @@ class MyModel(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-'''
+"""
 
 
 def guide_create(cli, arch, *extra, output="demo.qgl", key="creator.key"):
     return cli(
-        "manifest", "create", "--name", "demo-5peer", "--task-type", "class", "--input-shape", "1,28,28",
-        "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-        "--model-arch-hash", arch, "--aggregation", "EntropyWeightedAvg", "--topology", "AffinityTopology",
-        *(["--sign-with", key] if key else []), "--output", output, *extra,
+        "manifest",
+        "create",
+        "--name",
+        "demo-5peer",
+        "--task-type",
+        "class",
+        "--input-shape",
+        "1,28,28",
+        "--output-shape",
+        "10",
+        "--label-type",
+        "integer",
+        "--model-framework",
+        "pytorch",
+        "--model-arch-hash",
+        arch,
+        "--aggregation",
+        "EntropyWeightedAvg",
+        "--topology",
+        "AffinityTopology",
+        *(["--sign-with", key] if key else []),
+        "--output",
+        output,
+        *extra,
     )
 
 
@@ -43,10 +63,27 @@ def walkthrough(cli, tmp_path):
     assert keygen.returncode == 0, keygen.stderr
     pubkey = keygen.stdout.strip().splitlines()[-1]
     (tmp_path / "my_model.py").write_text(MY_MODEL)
-    code = "from quinkgl.manifest import compute_arch_hash\nfrom my_model import MyModel\nprint(compute_arch_hash(MyModel()))"
-    arch = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
-    created = guide_create(cli, arch, "--round-limit", "100", "--byzantine-f", "1", "--expires-at", "2099-12-31",
-                           "--bootstrap-peer", "192.168.1.5:7001", "--bootstrap-peer", "127.0.0.1:7002")
+    code = (
+        "from quinkgl.manifest import compute_arch_hash\nfrom my_model import MyModel\n"
+        "print(compute_arch_hash(MyModel()))"
+    )
+    arch = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    created = guide_create(
+        cli,
+        arch,
+        "--round-limit",
+        "100",
+        "--byzantine-f",
+        "1",
+        "--expires-at",
+        "2099-12-31",
+        "--bootstrap-peer",
+        "192.168.1.5:7001",
+        "--bootstrap-peer",
+        "127.0.0.1:7002",
+    )
     assert created.returncode == 0, created.stderr
     return pubkey, arch
 
@@ -90,7 +127,7 @@ def test_guide_create_and_verify(cli, tmp_path, walkthrough):
 
 
 def test_show_renders_for_people_and_json_for_programs(cli, walkthrough):
-    pubkey, arch = walkthrough
+    pubkey, _arch = walkthrough
     human = cli("manifest", "show", "demo.qgl")
     assert human.returncode == 0 and "EntropyWeightedAvg" in human.stdout and "demo-5peer" in human.stdout
     machine = json.loads(cli("manifest", "show", "demo.qgl", "--json").stdout)
@@ -168,9 +205,28 @@ def test_malformed_files_get_a_clear_message_and_exit_3(cli, tmp_path, walkthrou
 
 def test_create_rejects_bad_input_clearly(cli, walkthrough):
     _, arch = walkthrough
-    unknown = cli("manifest", "create", "--name", "x", "--task-type", "class", "--input-shape", "1,28,28",
-                  "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-                  "--model-arch-hash", arch, "--aggregation", "Average", "--output", "x.qgl")
+    unknown = cli(
+        "manifest",
+        "create",
+        "--name",
+        "x",
+        "--task-type",
+        "class",
+        "--input-shape",
+        "1,28,28",
+        "--output-shape",
+        "10",
+        "--label-type",
+        "integer",
+        "--model-framework",
+        "pytorch",
+        "--model-arch-hash",
+        arch,
+        "--aggregation",
+        "Average",
+        "--output",
+        "x.qgl",
+    )
     assert unknown.returncode == ExitCode.PLUGIN_MISSING
     for name in ("FedAvg", "EntropyWeightedAvg", "Krum", "MultiKrum", "TrimmedMean", "Median"):
         assert name in unknown.stderr
@@ -180,7 +236,9 @@ def test_create_rejects_bad_input_clearly(cli, walkthrough):
     assert bad_shape.returncode == ExitCode.USAGE
     bad_hash = guide_create(cli, "sha256:beef", output="h.qgl")
     assert bad_hash.returncode == ExitCode.MANIFEST_INVALID and "arch_hash" in bad_hash.stderr
-    bad_param = guide_create(cli, arch, "--aggregation", "FedAvg", "--aggregation-param", "weighting=median", output="q.qgl")
+    bad_param = guide_create(
+        cli, arch, "--aggregation", "FedAvg", "--aggregation-param", "weighting=median", output="q.qgl"
+    )
     assert bad_param.returncode == ExitCode.MANIFEST_INVALID and "weighting" in bad_param.stderr
     no_key = guide_create(cli, arch, key="missing.key", output="k.qgl")
     assert no_key.returncode == ExitCode.KEY_ERROR and "cannot read key file" in no_key.stderr
@@ -188,10 +246,33 @@ def test_create_rejects_bad_input_clearly(cli, walkthrough):
 
 def test_case_insensitive_component_names_are_normalised(cli, tmp_path, walkthrough):
     _, arch = walkthrough
-    assert cli("manifest", "create", "--name", "lower", "--task-type", "class", "--input-shape", "784",
-               "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch",
-               "--model-arch-hash", arch, "--aggregation", "fedavg", "--topology", "randomtopology",
-               "--output", "lower.qgl").returncode == 0
+    assert (
+        cli(
+            "manifest",
+            "create",
+            "--name",
+            "lower",
+            "--task-type",
+            "class",
+            "--input-shape",
+            "784",
+            "--output-shape",
+            "10",
+            "--label-type",
+            "integer",
+            "--model-framework",
+            "pytorch",
+            "--model-arch-hash",
+            arch,
+            "--aggregation",
+            "fedavg",
+            "--topology",
+            "randomtopology",
+            "--output",
+            "lower.qgl",
+        ).returncode
+        == 0
+    )
     doc = json.loads((tmp_path / "lower.qgl").read_text())
     assert (doc["aggregation"]["name"], doc["topology"]["name"]) == ("FedAvg", "RandomTopology")
 
@@ -210,6 +291,8 @@ def test_info_lists_versions_and_components_and_survives_a_broken_plugin(cli, tm
         assert text in result.stdout
     assert "toy-broken" in result.stderr and "broken on purpose" in result.stderr
     doc = json.loads(cli("info", "--json", env=env).stdout)
-    assert {"kind": "aggregator", "name": "FedAvg", "distribution": "quinkgl-core", "version": "0.4.0"} in doc["components"]
+    assert {"kind": "aggregator", "name": "FedAvg", "distribution": "quinkgl-core", "version": "0.4.0"} in doc[
+        "components"
+    ]
     assert any(b["distribution"] == "toy-broken" for b in doc["broken_plugins"])
     assert doc["versions"]["quinkgl-core"] == "0.4.0"

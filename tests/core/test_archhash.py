@@ -43,7 +43,9 @@ def test_guide_mnistnet_hash_format_and_weight_independence():
         lambda: mlp(order_swapped=True),
         lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)),
         lambda: mlp().to(torch.float64),
-        lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 128, bias=False), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)),
+        lambda: nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 128, bias=False), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+        ),
     ],
     ids=["layer-size", "activation-tanh", "activation-gelu", "layer-order", "layer-removed", "dtype", "bias"],
 )
@@ -75,13 +77,15 @@ def test_hash_identical_across_processes():
         "print(compute_arch_hash(nn.Sequential(nn.Flatten(), nn.Linear(784,128), nn.ReLU(), nn.Linear(128,64),"
         " nn.ReLU(), nn.Linear(64,10))))"
     )
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-               for _ in range(2)}
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(2)
+    }
     assert outputs == {compute_arch_hash(mlp())}
 
 
 def test_not_a_module_is_a_clear_error():
-    with pytest.raises(TypeError, match="needs a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"needs a torch\.nn\.Module"):
         compute_arch_hash(object())
 
 

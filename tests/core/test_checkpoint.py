@@ -102,7 +102,7 @@ def test_round_trip_real_model_and_optimizer(tmp_path, optimizer_cls, kwargs):
         o.zero_grad()
         torch.nn.functional.cross_entropy(m(x), y).backward()
         o.step()
-    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values(), strict=False):
         assert torch.equal(a, b), k
 
 
@@ -133,9 +133,11 @@ def _tensor_leaf():
 
 _trees = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=5) | _tensor_leaf(),
-    lambda kids: st.lists(kids, max_size=3)
-    | st.lists(kids, max_size=3).map(tuple)
-    | st.dictionaries(st.integers(0, 50) | st.text(max_size=4), kids, max_size=3),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.lists(kids, max_size=3).map(tuple)
+        | st.dictionaries(st.integers(0, 50) | st.text(max_size=4), kids, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -219,7 +221,7 @@ CORRUPTIONS = {
     "truncated optimizer": lambda d: _truncate(d / "optimizer.safetensors"),
     "deleted weights": lambda d: (d / "model.safetensors").unlink(),
     "deleted optimizer": lambda d: (d / "optimizer.safetensors").unlink(),
-    "garbage state": lambda d: (d / "state.json").write_bytes(b"{\"round\": 3, \x00garbage"),
+    "garbage state": lambda d: (d / "state.json").write_bytes(b'{"round": 3, \x00garbage'),
     "empty state": lambda d: (d / "state.json").write_bytes(b""),
     "deleted state": lambda d: (d / "state.json").unlink(),
     "state of another round": lambda d: (d / "state.json").write_text(

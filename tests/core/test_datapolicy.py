@@ -71,8 +71,11 @@ def test_the_histogram_is_released_once_and_reannounced_unchanged():
 
 def test_noise_does_not_come_from_the_public_seed():
     releases = {
-        tuple(DefaultDataPolicy(DefaultDataPolicyParams(privacy_level="high")).metadata(
-            [300] * 10, random.Random("seed:peer-1"))["label_histogram"])
+        tuple(
+            DefaultDataPolicy(DefaultDataPolicyParams(privacy_level="high")).metadata(
+                [300] * 10, random.Random("seed:peer-1")
+            )["label_histogram"]
+        )
         for _ in range(3)
     }
     assert len(releases) > 1

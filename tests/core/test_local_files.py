@@ -58,14 +58,17 @@ def dev_zero(tmp_path):
 # -- field patterns ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [
-    ("name", "rt-FedAvg\n"),
-    ("created_at", "2026-01-01\n"),
-    ("expires_at", "2099-12-31\n"),
-    ("model.arch_hash", "sha256:" + "4" * 64 + "\n"),
-    ("aggregation.name", "FedAvg\n"),
-    ("bootstrap_peers", ["127.0.0.1:7001\n"]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("name", "rt-FedAvg\n"),
+        ("created_at", "2026-01-01\n"),
+        ("expires_at", "2099-12-31\n"),
+        ("model.arch_hash", "sha256:" + "4" * 64 + "\n"),
+        ("aggregation.name", "FedAvg\n"),
+        ("bootstrap_peers", ["127.0.0.1:7001\n"]),
+    ],
+)
 def test_a_trailing_newline_never_passes_a_field_pattern(field, value):
     doc = manifest_to_dict(make_manifest(name="rt-FedAvg"))
     target = doc
@@ -213,10 +216,13 @@ def test_the_checkpoint_directory_is_locked_until_released(tmp_path):
 
 
 def test_a_second_process_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
-    code = ("import sys\nfrom quinkgl.checkpoint import CheckpointStore\n"
-            "s = CheckpointStore(sys.argv[1]); s.acquire_lock(); print('locked', flush=True); sys.stdin.read()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys\nfrom quinkgl.checkpoint import CheckpointStore\n"
+        "s = CheckpointStore(sys.argv[1]); s.acquire_lock(); print('locked', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(CheckpointInUseError, match=f"process {holder.pid}"):

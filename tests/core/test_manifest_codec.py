@@ -14,9 +14,9 @@ from quinkgl import keys
 from quinkgl.errors import ManifestError
 from quinkgl.manifest import Manifest
 from quinkgl.manifest.codec import canonical_bytes, manifest_to_dict, parse_manifest, structure_params
+from quinkgl.manifest.signing import SignatureStatus, sign_manifest, signature_status
 from quinkgl.plugins.manager import build_registry
 from quinkgl.plugins.requirements import MANIFEST_COMPONENTS
-from quinkgl.manifest.signing import SignatureStatus, sign_manifest, signature_status
 
 KEY = keys.generate_private_key()
 SIGNED = make_manifest(KEY, expires_at="2099-01-01", bootstrap_peers=("127.0.0.1:7001",), round_limit=10)
@@ -130,8 +130,15 @@ def test_unreadable_input_is_a_manifest_error(raw, message):
 
 def test_bootstrap_peer_forms_are_accepted():
     peer = "12D3KooWGzBvGc3d9e3Tg7qTAv6WYcmPJ1Gyi8hGXfJ3CbNbkNj9"
-    forms = ["192.168.1.5:7001", "localhost:7001", "[::1]:7001", f"127.0.0.1:7001/p2p/{peer}",
-             "/ip4/127.0.0.1/tcp/7001", f"/ip4/127.0.0.1/tcp/7001/p2p/{peer}", "/dns4/example.org/tcp/7001"]
+    forms = [
+        "192.168.1.5:7001",
+        "localhost:7001",
+        "[::1]:7001",
+        f"127.0.0.1:7001/p2p/{peer}",
+        "/ip4/127.0.0.1/tcp/7001",
+        f"/ip4/127.0.0.1/tcp/7001/p2p/{peer}",
+        "/dns4/example.org/tcp/7001",
+    ]
     manifest = make_manifest(bootstrap_peers=forms)
     assert manifest.bootstrap_peers == tuple(forms)
 

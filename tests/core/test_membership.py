@@ -60,13 +60,13 @@ def test_a_certificate_admits_one_peer_to_one_swarm_until_it_expires():
     check_certificate(cert, swarm_id=SWARM, creator_pubkey=creator, peer_id="peer-a")
     assert parse_certificate(json.loads(json.dumps(cert.to_dict()))) == cert
     cases = [
-        (dict(peer_id="peer-b"), "other_peer"),
-        (dict(swarm_id="sha256:" + "2" * 64), "other_swarm"),
-        (dict(creator_pubkey=keys.public_key_text(STRANGER)), "wrong_creator"),
-        (dict(now=dt.datetime(2099, 1, 2, tzinfo=dt.timezone.utc)), "expired"),
+        ({"peer_id": "peer-b"}, "other_peer"),
+        ({"swarm_id": "sha256:" + "2" * 64}, "other_swarm"),
+        ({"creator_pubkey": keys.public_key_text(STRANGER)}, "wrong_creator"),
+        ({"now": dt.datetime(2099, 1, 2, tzinfo=dt.timezone.utc)}, "expired"),
     ]
     for change, reason in cases:
-        args = {**dict(swarm_id=SWARM, creator_pubkey=creator, peer_id="peer-a"), **change}
+        args = {"swarm_id": SWARM, "creator_pubkey": creator, "peer_id": "peer-a", **change}
         with pytest.raises(MembershipError) as info:
             check_certificate(cert, **args)
         assert info.value.reason == reason
@@ -79,9 +79,15 @@ def test_a_certificate_admits_one_peer_to_one_swarm_until_it_expires():
         check_certificate(self_issued, swarm_id=SWARM, creator_pubkey=creator, peer_id="peer-b")
 
 
-@pytest.mark.parametrize("doc", [
-    None, [], {"format": "quinkgl-membership"}, {"format": "x"},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        None,
+        [],
+        {"format": "quinkgl-membership"},
+        {"format": "x"},
+    ],
+)
 def test_malformed_certificates_are_refused(doc):
     with pytest.raises(MembershipError) as info:
         parse_certificate(doc)
@@ -90,8 +96,15 @@ def test_malformed_certificates_are_refused(doc):
 
 def test_malformed_certificate_fields_are_refused():
     good = issue_certificate(CREATOR, swarm_id=SWARM, peer_id="peer-a").to_dict()
-    for field, value in [("peer_id", "peer-a\n"), ("swarm_id", SWARM + "\n"), ("expires_at", "soon"), ("version", True),
-                         ("signature", 5), ("extra", 1), ("peer_id", "x" * 200)]:
+    for field, value in [
+        ("peer_id", "peer-a\n"),
+        ("swarm_id", SWARM + "\n"),
+        ("expires_at", "soon"),
+        ("version", True),
+        ("signature", 5),
+        ("extra", 1),
+        ("peer_id", "x" * 200),
+    ]:
         with pytest.raises(MembershipError):
             parse_certificate({**good, field: value})
 
@@ -162,8 +175,14 @@ def test_the_gate_remembers_a_verified_certificate_but_not_a_changed_one():
 
 
 def options(node, rounds, mnist_root, **extra):
-    return PeerOptions(node_id=node, rounds=rounds, local_steps=10, max_eval_batches=10,
-                       script_args={"data_root": str(mnist_root)}, **extra)
+    return PeerOptions(
+        node_id=node,
+        rounds=rounds,
+        local_steps=10,
+        max_eval_batches=10,
+        script_args={"data_root": str(mnist_root)},
+        **extra,
+    )
 
 
 def test_outsiders_get_nothing_in_and_nothing_out_of_a_certified_swarm(tmp_path, guide_script, mnist_root):
@@ -183,20 +202,39 @@ def test_outsiders_get_nothing_in_and_nothing_out_of_a_certified_swarm(tmp_path,
         target = peers[0]
         while target.view is None:
             await trio.sleep(0.01)
-        rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(
-            swarm_id=manifest.swarm_id, node_id="outsider", max_payload_bytes=1 << 24, options={"peer_id": "outsider"}))
-        rogue.set_handlers(on_announcement=lambda s, d: None,
-                           on_payload=lambda s, d: received_by_outsider.append(s))
+        rogue = MemoryTransport(
+            MemoryParams(hub=hub),
+            TransportConfig(
+                swarm_id=manifest.swarm_id,
+                node_id="outsider",
+                max_payload_bytes=1 << 24,
+                options={"peer_id": "outsider"},
+            ),
+        )
+        rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: received_by_outsider.append(s))
         async with rogue:
-            hello = dict(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="outsider",
-                         round_idx=1, pushed=0, done=False, metrics={}, metadata={})
+            hello = {
+                "swarm_id": manifest.swarm_id,
+                "arch_hash": manifest.model.arch_hash,
+                "node_id": "outsider",
+                "round_idx": 1,
+                "pushed": 0,
+                "done": False,
+                "metrics": {},
+                "metadata": {},
+            }
             model = {k: v.detach().clone() * 0 for k, v in target.p.model.state_dict().items()}
             while target.completed < 2:
                 for cert in (None, stolen.to_dict(), self_issued.to_dict()):
                     await rogue.announce(encode_announcement(**hello, cert=cert))
                 for peer in peers:
-                    update = wire.encode_update(model, swarm_id=manifest.swarm_id, sender="outsider",
-                                                round=max(peer.round, 1), num_samples=10**6)
+                    update = wire.encode_update(
+                        model,
+                        swarm_id=manifest.swarm_id,
+                        sender="outsider",
+                        round=max(peer.round, 1),
+                        num_samples=10**6,
+                    )
                     try:
                         await rogue.send(peer.peer_id, update, timeout=5)
                     except TransportError as exc:
@@ -204,9 +242,13 @@ def test_outsiders_get_nothing_in_and_nothing_out_of_a_certified_swarm(tmp_path,
                 await trio.sleep(0.2)
             assert all("outsider" not in p.view.peers for p in peers)
 
-    peers = run_swarm(manifest, [ScriptPlugin.from_file(guide_script) for _ in ids],
-                      [options(f"m{i}", 3, mnist_root, membership_cert=str(certs[i])) for i in range(2)],
-                      extra=outsider, peer_ids=ids)
+    peers = run_swarm(
+        manifest,
+        [ScriptPlugin.from_file(guide_script) for _ in ids],
+        [options(f"m{i}", 3, mnist_root, membership_cert=str(certs[i])) for i in range(2)],
+        extra=outsider,
+        peer_ids=ids,
+    )
     assert all(p.completed == 3 for p in peers)
     # Members found each other and exchanged models ...
     assert all(any(m["aggregated_from"] for m in p.history) for p in peers)
@@ -225,13 +267,18 @@ def test_outsiders_get_nothing_in_and_nothing_out_of_a_certified_swarm(tmp_path,
 def test_a_peer_without_its_own_certificate_cannot_start(tmp_path, guide_script, mnist_root):
     manifest = fedavg_manifest(key=CREATOR, membership="certified")
     with pytest.raises(MembershipError, match="--membership-cert"):
-        run_swarm(manifest, [ScriptPlugin.from_file(guide_script)], [options("m0", 1, mnist_root)],
-                  peer_ids=["member-0"])
+        run_swarm(
+            manifest, [ScriptPlugin.from_file(guide_script)], [options("m0", 1, mnist_root)], peer_ids=["member-0"]
+        )
     path = tmp_path / "other.cert"
     write_certificate(issue_certificate(CREATOR, swarm_id=manifest.swarm_id, peer_id="member-0"), path)
     with pytest.raises(BaseException) as info:  # a stolen certificate: refused once the peer ID is known
-        run_swarm(manifest, [ScriptPlugin.from_file(guide_script)],
-                  [options("m1", 1, mnist_root, membership_cert=str(path))], peer_ids=["thief"])
+        run_swarm(
+            manifest,
+            [ScriptPlugin.from_file(guide_script)],
+            [options("m1", 1, mnist_root, membership_cert=str(path))],
+            peer_ids=["thief"],
+        )
     found = user_error_in(info.value)
     assert isinstance(found, MembershipError) and "for peer member-0, not thief" in str(found)
 
@@ -241,7 +288,8 @@ def test_the_simulator_runs_a_certified_manifest_as_an_open_swarm(guide_script, 
     from quinkgl.simulate import SimulationOptions, simulate
 
     manifest = fedavg_manifest(key=CREATOR, membership="certified")
-    options = SimulationOptions(peers=2, rounds=1, local_steps=5, max_eval_batches=5,
-                                script_args={"data_root": str(mnist_root)})
+    options = SimulationOptions(
+        peers=2, rounds=1, local_steps=5, max_eval_batches=5, script_args={"data_root": str(mnist_root)}
+    )
     result = simulate(manifest, ScriptPlugin.from_file(guide_script), options, build_registry())
     assert all(s["updates_accepted"] >= 1 for s in result.summaries)

@@ -6,20 +6,28 @@ import json
 
 import pytest
 import trio
+
+from helpers import make_manifest
 from quinkgl.monitor import SwarmView, observe_swarm
 from quinkgl.plugins.manager import build_registry
 from quinkgl.runtime.peerview import encode_announcement
 from quinkgl.transport import TransportConfig, TransportError
 from quinkgl.transports.memory import MemoryParams, memory_transport
 
-from helpers import make_manifest
-
 SWARM, ARCH = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 
 
 def announcement(node: str, round_idx: int, *, pushed: int | None = None, done: bool = False, **metrics) -> bytes:
-    return encode_announcement(swarm_id=SWARM, arch_hash=ARCH, node_id=node, round_idx=round_idx,
-                               pushed=round_idx if pushed is None else pushed, done=done, metrics=metrics, metadata={})
+    return encode_announcement(
+        swarm_id=SWARM,
+        arch_hash=ARCH,
+        node_id=node,
+        round_idx=round_idx,
+        pushed=round_idx if pushed is None else pushed,
+        done=done,
+        metrics=metrics,
+        metadata={},
+    )
 
 
 class Clock:
@@ -49,11 +57,14 @@ def test_view_keeps_each_peer_its_round_accuracy_history_and_finish():
     assert not {p["node_id"]: p for p in view.snapshot()["peers"]}["n2"]["connected"]
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (b"not json", "malformed"),
-    (announcement("x", 1).replace(SWARM.encode(), b"sha256:" + b"c" * 64), "other_swarm"),
-    (announcement("x", 1).replace(ARCH.encode(), b"sha256:" + b"d" * 64), "arch_mismatch"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"not json", "malformed"),
+        (announcement("x", 1).replace(SWARM.encode(), b"sha256:" + b"c" * 64), "other_swarm"),
+        (announcement("x", 1).replace(ARCH.encode(), b"sha256:" + b"d" * 64), "arch_mismatch"),
+    ],
+)
 def test_foreign_or_malformed_announcements_are_counted_not_shown(raw, reason):
     view = SwarmView(swarm_id=SWARM, arch_hash=ARCH)
     assert not view.observe("P1", raw)
@@ -73,9 +84,18 @@ def test_observer_hears_peers_but_publishes_nothing_and_accepts_no_model():
         observer = memory_transport(MemoryParams(hub=hub), observer_config)
         observer.set_handlers(on_announcement=view.observe, on_payload=lambda s, p: None)
         async with peer, observer:
-            await peer.announce(encode_announcement(
-                swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="p1", round_idx=1, pushed=1,
-                done=False, metrics={}, metadata={}))
+            await peer.announce(
+                encode_announcement(
+                    swarm_id=manifest.swarm_id,
+                    arch_hash=manifest.model.arch_hash,
+                    node_id="p1",
+                    round_idx=1,
+                    pushed=1,
+                    done=False,
+                    metrics={},
+                    metadata={},
+                )
+            )
             with pytest.raises(TransportError, match="observer"):
                 await observer.announce(b"{}")
             with pytest.raises(TransportError):

@@ -31,8 +31,17 @@ SWARM, ARCH = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
 def hello(round_idx=0, metadata=None, **extra):
-    return encode_announcement(swarm_id=SWARM, arch_hash=ARCH, node_id="n", round_idx=round_idx, pushed=0,
-                               done=False, metrics={}, metadata=metadata or {}, **extra)
+    return encode_announcement(
+        swarm_id=SWARM,
+        arch_hash=ARCH,
+        node_id="n",
+        round_idx=round_idx,
+        pushed=0,
+        done=False,
+        metrics={},
+        metadata=metadata or {},
+        **extra,
+    )
 
 
 def doc(**kwargs):
@@ -81,8 +90,14 @@ def test_bounded_set_and_rate_limit():
 
 
 def options(node, rounds, mnist_root, **extra):
-    return PeerOptions(node_id=node, rounds=rounds, local_steps=10, max_eval_batches=10,
-                       script_args={"data_root": str(mnist_root)}, **extra)
+    return PeerOptions(
+        node_id=node,
+        rounds=rounds,
+        local_steps=10,
+        max_eval_batches=10,
+        script_args={"data_root": str(mnist_root)},
+        **extra,
+    )
 
 
 def test_a_flood_of_fake_identities_leaves_the_peer_bounded(tmp_path, guide_script, mnist_root, caplog):
@@ -99,16 +114,27 @@ def test_a_flood_of_fake_identities_leaves_the_peer_bounded(tmp_path, guide_scri
         rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="flood"))
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
         fat = {"label_histogram": list(range(600)), "pad": "x" * 3000}
-        good = dict(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="fake", round_idx=1,
-                    pushed=0, done=False, metrics={}, metadata=fat)
+        good = {
+            "swarm_id": manifest.swarm_id,
+            "arch_hash": manifest.model.arch_hash,
+            "node_id": "fake",
+            "round_idx": 1,
+            "pushed": 0,
+            "done": False,
+            "metrics": {},
+            "metadata": fat,
+        }
         async with rogue:
             # First a peer that gets into the view, then sends an update claiming round 2**53.
             rogue._peer_id = "liar"
             await rogue.announce(encode_announcement(**{**good, "metadata": {}}))
             model = {k: v.detach().clone() for k, v in target.p.model.state_dict().items()}
             handled = target.counters.updates_accepted + target.counters.updates_rejected
-            await rogue.send(target.peer_id, wire.encode_update(model, swarm_id=manifest.swarm_id, sender="liar",
-                                                                round=2**53, num_samples=1), timeout=5)
+            await rogue.send(
+                target.peer_id,
+                wire.encode_update(model, swarm_id=manifest.swarm_id, sender="liar", round=2**53, num_samples=1),
+                timeout=5,
+            )
             with trio.fail_after(60):
                 while target.counters.updates_accepted + target.counters.updates_rejected == handled:
                     await trio.sleep(0.01)
@@ -128,9 +154,13 @@ def test_a_flood_of_fake_identities_leaves_the_peer_bounded(tmp_path, guide_scri
             rogue._peer_id = "flood"
 
     caplog.set_level(logging.WARNING, logger="quinkgl.peer")
-    peers = run_swarm(manifest, [ScriptPlugin.from_file(guide_script) for _ in range(2)],
-                      [options("p0", 2, mnist_root, checkpoint_dir=str(tmp_path / "ck")), options("p1", 2, mnist_root)],
-                      extra=flood, observer=lambda kind, data: events.append(kind))
+    peers = run_swarm(
+        manifest,
+        [ScriptPlugin.from_file(guide_script) for _ in range(2)],
+        [options("p0", 2, mnist_root, checkpoint_dir=str(tmp_path / "ck")), options("p1", 2, mnist_root)],
+        extra=flood,
+        observer=lambda kind, data: events.append(kind),
+    )
     target = peers[0]
     assert all(p.completed == 2 for p in peers)  # no crash of the checkpoint thread, training went on
     assert flood_done["view"] <= MAX_VIEW_PEERS

@@ -11,7 +11,7 @@ from quinkgl.errors import ArchMismatchError, DataError, ScriptError
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.script import ScriptPlugin
 
-RECORDING = '''
+RECORDING = """
 import sys
 sys.path.insert(0, {guide_dir!r})
 from mnist_peer_script import *          # the guide's script, unchanged
@@ -40,7 +40,7 @@ def on_peer_discovered(peer_id):
 
 def on_aggregation_done(peer_ids, sample_count):
     EVENTS.append(("on_aggregation_done", list(peer_ids), sample_count))
-'''
+"""
 
 
 def write(tmp_path, name, body):
@@ -52,8 +52,16 @@ def write(tmp_path, name, body):
 def test_guide_script_runs_and_every_hook_fires_in_order(tmp_path, guide_script, mnist_root, capsys):
     recorder = write(tmp_path, "recording.py", RECORDING.format(guide_dir=str(guide_script.parent)))
     scripts = [ScriptPlugin.from_file(recorder), ScriptPlugin.from_file(recorder)]
-    options = [PeerOptions(node_id=f"peer-{i}", rounds=2, local_steps=20, max_eval_batches=20,
-                           script_args={"data_root": str(mnist_root), "batch_size": "64"}) for i in (1, 2)]
+    options = [
+        PeerOptions(
+            node_id=f"peer-{i}",
+            rounds=2,
+            local_steps=20,
+            max_eval_batches=20,
+            script_args={"data_root": str(mnist_root), "batch_size": "64"},
+        )
+        for i in (1, 2)
+    ]
     peers = run_swarm(fedavg_manifest(), scripts, options)
     events = scripts[0].module.EVENTS
     names = [e[0] for e in events]
@@ -88,7 +96,7 @@ def test_broken_scripts_are_clear_errors(tmp_path, body, message):
         ScriptPlugin.from_file(write(tmp_path, "bad.py", body))
 
 
-BASE = '''
+BASE = """
 import torch, torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 class Net(nn.Module):
@@ -101,22 +109,41 @@ def build_model(manifest, **kwargs):
     {model}
 def build_loaders(manifest, **kwargs):
     {loaders}
-'''
-GOOD_MODEL = "return Net(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))"
-GOOD_LOADERS = ("ds = TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))\n"
-                "    return DataLoader(ds, batch_size=16), DataLoader(ds, batch_size=16)")
+"""
+GOOD_MODEL = (
+    "return Net(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))"
+)
+GOOD_LOADERS = (
+    "ds = TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))\n"
+    "    return DataLoader(ds, batch_size=16), DataLoader(ds, batch_size=16)"
+)
 
 
 @pytest.mark.parametrize(
     "model,loaders,error,message",
     [
-        ("raise RuntimeError('no GPU here')", GOOD_LOADERS, ScriptError, r"build_model\(\) in .* raised RuntimeError: no GPU here"),
+        (
+            "raise RuntimeError('no GPU here')",
+            GOOD_LOADERS,
+            ScriptError,
+            r"build_model\(\) in .* raised RuntimeError: no GPU here",
+        ),
         ("return 'a model'", GOOD_LOADERS, ScriptError, r"build_model\(\) .* must return a torch.nn.Module, got str"),
-        (GOOD_MODEL, "return [1, 2, 3]", ScriptError, r"build_loaders\(\) .* must return \(train_loader, val_loader\), got a list of 3"),
+        (
+            GOOD_MODEL,
+            "return [1, 2, 3]",
+            ScriptError,
+            r"build_loaders\(\) .* must return \(train_loader, val_loader\), got a list of 3",
+        ),
         (GOOD_MODEL, "return 1, 2", ScriptError, "train_loader is not iterable"),
         ("return Net(nn.Flatten(), nn.Linear(784, 10))", GOOD_LOADERS, ArchMismatchError, "arch hash"),
         (GOOD_MODEL, GOOD_LOADERS.replace("(64, 1, 28, 28)", "(64, 3, 28, 28)"), DataError, r"shape \[3, 28, 28\]"),
-        (GOOD_MODEL, GOOD_LOADERS.replace("torch.randint(0, 10, (64,))", "torch.rand(64)"), DataError, "label_type is integer"),
+        (
+            GOOD_MODEL,
+            GOOD_LOADERS.replace("torch.randint(0, 10, (64,))", "torch.rand(64)"),
+            DataError,
+            "label_type is integer",
+        ),
     ],
 )
 def test_wrong_returns_and_mismatches_name_the_function(tmp_path, model, loaders, error, message):
@@ -128,21 +155,34 @@ def test_wrong_returns_and_mismatches_name_the_function(tmp_path, model, loaders
 def test_strict_manifest_false_only_warns(tmp_path, caplog):
     small = "return Net(nn.Flatten(), nn.Linear(784, 10))"
     script = ScriptPlugin.from_file(write(tmp_path, "s.py", BASE.format(model=small, loaders=GOOD_LOADERS)))
-    peers = run_swarm(fedavg_manifest(), [script], [PeerOptions(node_id="p", rounds=1, local_steps=1,
-                                                                strict_manifest=False)])
+    peers = run_swarm(
+        fedavg_manifest(), [script], [PeerOptions(node_id="p", rounds=1, local_steps=1, strict_manifest=False)]
+    )
     assert peers[0].completed == 1
     assert "--strict-manifest false" in caplog.text
 
 
 def test_optimizer_of_wrong_type_and_raising_callback(tmp_path):
-    body = BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS) + "def build_optimizer(manifest, model):\n    return 'sgd'\n"
+    body = (
+        BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS)
+        + "def build_optimizer(manifest, model):\n    return 'sgd'\n"
+    )
     with pytest.raises(ScriptError, match=r"build_optimizer\(\) .* must return a torch.optim.Optimizer"):
-        run_swarm(fedavg_manifest(), [ScriptPlugin.from_file(write(tmp_path, "o.py", body))],
-                  [PeerOptions(node_id="p", rounds=1, local_steps=1)])
-    body = BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS) + "def on_round_end(round_idx, metrics):\n    metrics['nope']\n"
+        run_swarm(
+            fedavg_manifest(),
+            [ScriptPlugin.from_file(write(tmp_path, "o.py", body))],
+            [PeerOptions(node_id="p", rounds=1, local_steps=1)],
+        )
+    body = (
+        BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS)
+        + "def on_round_end(round_idx, metrics):\n    metrics['nope']\n"
+    )
     with pytest.raises(BaseException) as info:
-        run_swarm(fedavg_manifest(), [ScriptPlugin.from_file(write(tmp_path, "r.py", body))],
-                  [PeerOptions(node_id="p", rounds=1, local_steps=1)])
+        run_swarm(
+            fedavg_manifest(),
+            [ScriptPlugin.from_file(write(tmp_path, "r.py", body))],
+            [PeerOptions(node_id="p", rounds=1, local_steps=1)],
+        )
     from quinkgl.errors import user_error_in
 
     found = user_error_in(info.value)
@@ -152,7 +192,10 @@ def test_optimizer_of_wrong_type_and_raising_callback(tmp_path):
 def test_a_raising_discovery_callback_stops_the_peer_with_a_script_error(tmp_path):
     from quinkgl.errors import user_error_in
 
-    body = BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS) + "def on_peer_discovered(peer_id):\n    raise ValueError('bad print')\n"
+    body = (
+        BASE.format(model=GOOD_MODEL, loaders=GOOD_LOADERS)
+        + "def on_peer_discovered(peer_id):\n    raise ValueError('bad print')\n"
+    )
     scripts = [ScriptPlugin.from_file(write(tmp_path, f"d{i}.py", body)) for i in range(2)]
     with pytest.raises(BaseException) as info:
         run_swarm(fedavg_manifest(), scripts, [PeerOptions(node_id=f"p{i}", rounds=2, local_steps=1) for i in range(2)])

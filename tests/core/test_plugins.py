@@ -18,7 +18,7 @@ from quinkgl.plugins.requirements import requirements_for, resolve_components
 
 GROUP = "quinkgl_test"  # a test-only group, so the real installed plugins are not involved
 
-GOOD = '''
+GOOD = """
 from quinkgl.plugins import hookimpl, AggregatorSpec
 import attrs
 
@@ -32,7 +32,7 @@ def factory(params, manifest):
 @hookimpl
 def quinkgl_register_aggregators():
     return [AggregatorSpec(name="ToyAvg", factory=factory, params=Params, description="toy")]
-'''
+"""
 
 
 def make_distribution(site, dist, module, source, version="1.0", group=GROUP):
@@ -73,18 +73,28 @@ def test_broken_plugins_are_recorded_not_fatal(site):
     make_distribution(site, "toy-agg", "toy_agg", GOOD)
     make_distribution(site, "toy-import", "toy_import", "import does_not_exist_anywhere\n")
     make_distribution(site, "toy-raises", "toy_raises", "raise RuntimeError('boom at import')\n")
-    make_distribution(site, "toy-typo", "toy_typo", """
+    make_distribution(
+        site,
+        "toy-typo",
+        "toy_typo",
+        """
         from quinkgl.plugins import hookimpl
         @hookimpl
         def quinkgl_register_aggregator():  # misspelt: missing 's'
             return []
-    """)
-    make_distribution(site, "toy-hookfail", "toy_hookfail", """
+    """,
+    )
+    make_distribution(
+        site,
+        "toy-hookfail",
+        "toy_hookfail",
+        """
         from quinkgl.plugins import hookimpl
         @hookimpl
         def quinkgl_register_topologies():
             raise ValueError('registration failed')
-    """)
+    """,
+    )
     registry = build_registry(group=GROUP)
     broken = {b.provider.distribution: b.error for b in registry.broken}
     assert "No module named 'does_not_exist_anywhere'" in broken["toy-import"]
@@ -113,8 +123,16 @@ def test_unknown_first_party_name_says_which_distribution_to_install():
 
 def test_requirements_group_components_by_distribution():
     registry = build_registry(load_entry_points=False)
-    reqs = requirements_for(registry, [("aggregator", "krum"), ("aggregator", "FedAvg"), ("topology", "cyclontopology"),
-                                       ("transport", "libp2p"), ("data_policy", "default")])
+    reqs = requirements_for(
+        registry,
+        [
+            ("aggregator", "krum"),
+            ("aggregator", "FedAvg"),
+            ("topology", "cyclontopology"),
+            ("transport", "libp2p"),
+            ("data_policy", "default"),
+        ],
+    )
     by_dist = {r.distribution: r.provides for r in reqs}
     assert by_dist == {
         "quinkgl-agg-robust": ("aggregator:Krum",),
@@ -154,7 +172,7 @@ def test_resolution_validates_component_params():
     doc = manifest_to_dict(make_manifest())
     doc["topology"]["params"] = {"fanout": 0, "bogus": 1}
     doc["transport"]["name"] = "libp2p"
-    with pytest.raises(PluginError, match="topology.params"):
+    with pytest.raises(PluginError, match=r"topology\.params"):
         resolve_components(parse_manifest(json.dumps(doc)), registry)
 
 

@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import trio
+
 from helpers import fedavg_manifest, run_swarm
 from quinkgl.plugins.manager import build_registry
 from quinkgl.runtime.options import PeerOptions
@@ -17,9 +18,15 @@ from quinkgl.transports.memory import MemoryParams, MemoryTransport
 
 
 def options(node, rounds, mnist_root, **extra):
-    return PeerOptions(node_id=node, rounds=rounds, local_steps=extra.pop("local_steps", 5),
-                       max_eval_batches=extra.pop("max_eval_batches", 2), script_args={"data_root": str(mnist_root)},
-                       seed=0, **extra)
+    return PeerOptions(
+        node_id=node,
+        rounds=rounds,
+        local_steps=extra.pop("local_steps", 5),
+        max_eval_batches=extra.pop("max_eval_batches", 2),
+        script_args={"data_root": str(mnist_root)},
+        seed=0,
+        **extra,
+    )
 
 
 def scripts(guide_script, n):
@@ -54,8 +61,13 @@ def test_hostile_pushers_reach_honest_aggregates_only_in_their_share(guide_scrip
 
             hostile._publish = publish_and_push
 
-    peers = run_swarm(fedavg_manifest(), scripts(guide_script, 10),
-                      [options(f"p{i}", 10, mnist_root) for i in range(10)], observer=observer, extra=pushers)
+    peers = run_swarm(
+        fedavg_manifest(),
+        scripts(guide_script, 10),
+        [options(f"p{i}", 10, mnist_root) for i in range(10)],
+        observer=observer,
+        extra=pushers,
+    )
     hostile_ids = {p.peer_id for p in peers[:3]}
     honest = peers[3:]
     handed = [sender for peer_id, senders in inputs if peer_id not in hostile_ids for sender in senders]
@@ -69,7 +81,12 @@ def test_hostile_pushers_reach_honest_aggregates_only_in_their_share(guide_scrip
 
 
 RULES = [
-    ("Krum", 1), ("Krum", 3), ("MultiKrum", 2), ("TrimmedMean", 2), ("Median", 0), ("CenteredClipping", 0),
+    ("Krum", 1),
+    ("Krum", 3),
+    ("MultiKrum", 2),
+    ("TrimmedMean", 2),
+    ("Median", 0),
+    ("CenteredClipping", 0),
 ]
 
 
@@ -83,8 +100,10 @@ def test_robust_rules_get_their_full_fan_in(rule, f, guide_script, mnist_root):
     need = peers[0].p.aggregator.min_updates
     full = sum(not m["fell_back"] for m in rounds) / len(rounds)
     asked = statistics.mean(m["sources_asked"] for m in rounds)
-    print(f"{rule} f={f}: min_updates {need}, full input in {full:.0%} of {len(rounds)} peer-rounds, "
-          f"{asked:.1f} sources asked on average")
+    print(
+        f"{rule} f={f}: min_updates {need}, full input in {full:.0%} of {len(rounds)} peer-rounds, "
+        f"{asked:.1f} sources asked on average"
+    )
     assert len(rounds) == 50
     assert full >= 0.95
     assert all(m["sources_needed"] == max(3, need) for m in rounds)
@@ -105,8 +124,16 @@ def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mni
             await trio.sleep_forever()
 
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None, on_request=never_answer)
-        hello = dict(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="tarpit", round_idx=0,
-                     pushed=0, done=False, metrics={}, metadata={})
+        hello = {
+            "swarm_id": manifest.swarm_id,
+            "arch_hash": manifest.model.arch_hash,
+            "node_id": "tarpit",
+            "round_idx": 0,
+            "pushed": 0,
+            "done": False,
+            "metrics": {},
+            "metadata": {},
+        }
         async with rogue:
             with trio.fail_after(300):
                 while not all(p.done for p in peers):  # announce like a live peer until the others finish
@@ -114,8 +141,12 @@ def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mni
                     await trio.sleep(0.05)
 
     rounds = 8
-    peers = run_swarm(manifest, scripts(guide_script, 4),
-                      [options(f"p{i}", rounds, mnist_root, gossip_interval=20.0) for i in range(4)], extra=tarpit)
+    peers = run_swarm(
+        manifest,
+        scripts(guide_script, 4),
+        [options(f"p{i}", rounds, mnist_root, gossip_interval=20.0) for i in range(4)],
+        extra=tarpit,
+    )
     print("rounds in which the tarpit was asked, per peer:", sorted(asked.values()))
     for p in peers:
         print([(m["round"], m["sources_asked"], m["sources_answered"], m["round_seconds"]) for m in p.history])
@@ -148,26 +179,34 @@ def test_a_late_joiner_catches_up_before_it_trains(guide_script, mnist_root):
                 with trio.move_on_after(0.2):
                     await peers[0]._changed.wait()
         transport = lambda max_bytes: memory_transport(  # noqa: E731
-            MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="late",
-                                                   max_payload_bytes=max_bytes))
-        late = Peer(build_peer(manifest, ScriptPlugin.from_file(guide_script), late_options, build_registry(),
-                               transport), observer)
+            MemoryParams(hub=hub),
+            TransportConfig(swarm_id=manifest.swarm_id, node_id="late", max_payload_bytes=max_bytes),
+        )
+        late = Peer(
+            build_peer(manifest, ScriptPlugin.from_file(guide_script), late_options, build_registry(), transport),
+            observer,
+        )
         started.append(trio.current_time())
         peers.append(late)
         await late.run()
 
     started: list[float] = []
-    peers = run_swarm(manifest, scripts(guide_script, 5),
-                      [options(f"p{i}", 8, mnist_root, local_steps=20, max_eval_batches=20) for i in range(5)],
-                      observer=observer,
-                      extra=late_joiner)
+    peers = run_swarm(
+        manifest,
+        scripts(guide_script, 5),
+        [options(f"p{i}", 8, mnist_root, local_steps=20, max_eval_batches=20) for i in range(5)],
+        observer=observer,
+        extra=late_joiner,
+    )
     late = peers[-1]
     caught = [d for k, d in events if k == "caught_up" and d["node_id"] == "late"]
     assert caught and len(caught[0]["peers"]) >= 2 and caught[0]["round"] >= 2, caught
     first = late.history[0]
     others = [m["val_accuracy"] for p in peers[:5] for m in p.history if m["round"] == first["round"]]
-    print(f"late joiner adopted round {caught[0]['round']} in {caught[0]['seconds']} s; first round "
-          f"{first['round']} accuracy {first['val_accuracy']:.3f}, others {min(others):.3f}-{max(others):.3f}")
+    print(
+        f"late joiner adopted round {caught[0]['round']} in {caught[0]['seconds']} s; first round "
+        f"{first['round']} accuracy {first['val_accuracy']:.3f}, others {min(others):.3f}-{max(others):.3f}"
+    )
     assert first["val_accuracy"] >= statistics.mean(others) - 0.02
     used_late = [m["round"] for p in peers[:5] for m in p.history if late.peer_id in m["aggregated_from"]]
     assert used_late, "nobody aggregated the late joiner's model"

@@ -8,6 +8,7 @@ import attrs
 import pytest
 import torch
 import trio
+
 from helpers import fedavg_manifest, run_swarm
 from quinkgl import wire
 from quinkgl.runtime.options import PeerOptions
@@ -18,8 +19,14 @@ from quinkgl.transports.memory import MemoryParams, MemoryTransport
 
 
 def options(node, rounds, mnist_root, **extra):
-    return PeerOptions(node_id=node, rounds=rounds, local_steps=10, max_eval_batches=10,
-                       script_args={"data_root": str(mnist_root)}, **extra)
+    return PeerOptions(
+        node_id=node,
+        rounds=rounds,
+        local_steps=10,
+        max_eval_batches=10,
+        script_args={"data_root": str(mnist_root)},
+        **extra,
+    )
 
 
 def test_restart_resumes_from_the_last_completed_round(tmp_path, guide_script, mnist_root):
@@ -30,16 +37,18 @@ def test_restart_resumes_from_the_last_completed_round(tmp_path, guide_script, m
     assert [m["round"] for m in first.history] == [1, 2]
     trained = {k: v.clone() for k, v in first.p.model.state_dict().items()}
 
-    second = run_swarm(manifest, [ScriptPlugin.from_file(guide_script)],
-                       [options("p", 4, mnist_root, checkpoint_dir=str(ckpt))])[0]
+    second = run_swarm(
+        manifest, [ScriptPlugin.from_file(guide_script)], [options("p", 4, mnist_root, checkpoint_dir=str(ckpt))]
+    )[0]
     assert second.p.start_round == 2
     assert [m["round"] for m in second.history] == [3, 4]  # the round index continues; --rounds is the total
     lines = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in lines] == [1, 2, 3, 4]
 
     # a third start with the same total does nothing but still loads the trained weights
-    third = run_swarm(manifest, [ScriptPlugin.from_file(guide_script)],
-                      [options("p", 4, mnist_root, checkpoint_dir=str(ckpt))])[0]
+    third = run_swarm(
+        manifest, [ScriptPlugin.from_file(guide_script)], [options("p", 4, mnist_root, checkpoint_dir=str(ckpt))]
+    )[0]
     assert third.history == [] and third.p.start_round == 4
     assert not torch.equal(third.p.model.state_dict()["net.1.weight"], trained["net.1.weight"])
 
@@ -51,8 +60,9 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, guide_sc
     newest = sorted(ckpt.glob("round-*"))[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a half-written file
-    resumed = run_swarm(manifest, [ScriptPlugin.from_file(guide_script)],
-                        [options("p", 3, mnist_root, checkpoint_dir=str(ckpt))])[0]
+    resumed = run_swarm(
+        manifest, [ScriptPlugin.from_file(guide_script)], [options("p", 3, mnist_root, checkpoint_dir=str(ckpt))]
+    )[0]
     assert resumed.p.start_round == 2 and [m["round"] for m in resumed.history] == [3]
 
 
@@ -60,11 +70,17 @@ def test_checkpoint_of_another_swarm_is_refused(tmp_path, guide_script, mnist_ro
     from quinkgl.errors import QuinkGLError
 
     ckpt = tmp_path / "ckpt"
-    run_swarm(fedavg_manifest(), [ScriptPlugin.from_file(guide_script)],
-              [options("p", 1, mnist_root, checkpoint_dir=str(ckpt))])
+    run_swarm(
+        fedavg_manifest(),
+        [ScriptPlugin.from_file(guide_script)],
+        [options("p", 1, mnist_root, checkpoint_dir=str(ckpt))],
+    )
     with pytest.raises(QuinkGLError, match="belongs to swarm"):
-        run_swarm(fedavg_manifest(name="other"), [ScriptPlugin.from_file(guide_script)],
-                  [options("p", 2, mnist_root, checkpoint_dir=str(ckpt))])
+        run_swarm(
+            fedavg_manifest(name="other"),
+            [ScriptPlugin.from_file(guide_script)],
+            [options("p", 2, mnist_root, checkpoint_dir=str(ckpt))],
+        )
 
 
 def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_script, mnist_root):
@@ -76,22 +92,30 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
         target = peers[0]
         while target.view is None:
             await trio.sleep(0.01)
-        rogue = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=manifest.swarm_id, node_id="rogue",
-                                                                        max_payload_bytes=1 << 20))
-        foreign = MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=other_swarm.swarm_id,
-                                                                          node_id="foreign"))
+        rogue = MemoryTransport(
+            MemoryParams(hub=hub),
+            TransportConfig(swarm_id=manifest.swarm_id, node_id="rogue", max_payload_bytes=1 << 20),
+        )
+        foreign = MemoryTransport(
+            MemoryParams(hub=hub), TransportConfig(swarm_id=other_swarm.swarm_id, node_id="foreign")
+        )
         good = {k: v.detach().clone() for k, v in target.p.model.state_dict().items()}
         bad_shape = dict(good, **{"net.1.weight": torch.zeros(3, 3)})
         nan = dict(good, **{"net.1.weight": torch.full_like(good["net.1.weight"], float("nan"))})
 
         def update(tensors, swarm=manifest.swarm_id, sender=None, round_idx=99):
-            return wire.encode_update(tensors, swarm_id=swarm, sender=sender or rogue.peer_id, round=round_idx,
-                                      num_samples=1)
+            return wire.encode_update(
+                tensors, swarm_id=swarm, sender=sender or rogue.peer_id, round=round_idx, num_samples=1
+            )
 
         answers = [
-            ("bad_magic", b"garbage" * 10), ("truncated", update(good)[:-10]), ("shape_mismatch", update(bad_shape)),
-            ("non_finite", update(nan)), ("wrong_swarm", update(good, swarm=other_swarm.swarm_id)),
-            ("sender_mismatch", update(good, sender="someone-else")), ("stale_round", update(good, round_idx=0)),
+            ("bad_magic", b"garbage" * 10),
+            ("truncated", update(good)[:-10]),
+            ("shape_mismatch", update(bad_shape)),
+            ("non_finite", update(nan)),
+            ("wrong_swarm", update(good, swarm=other_swarm.swarm_id)),
+            ("sender_mismatch", update(good, sender="someone-else")),
+            ("stale_round", update(good, round_idx=0)),
             ("far_future_round", update(good, round_idx=2**53)),  # must not outrank every real update
         ]
 
@@ -103,8 +127,16 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None, on_request=serve_bad)
         foreign.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
         async with rogue, foreign:
-            hello = dict(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="rogue", round_idx=0,
-                         pushed=0, done=False, metrics={}, metadata={})
+            hello = {
+                "swarm_id": manifest.swarm_id,
+                "arch_hash": manifest.model.arch_hash,
+                "node_id": "rogue",
+                "round_idx": 0,
+                "pushed": 0,
+                "done": False,
+                "metrics": {},
+                "metadata": {},
+            }
             await rogue.announce(encode_announcement(**hello))
             await foreign.announce(encode_announcement(**{**hello, "swarm_id": other_swarm.swarm_id, "node_id": "x"}))
             for _ in range(3):  # valid updates nobody asked for: dropped undecoded, counted
@@ -120,8 +152,12 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
                         await trio.sleep_forever()
 
     scripts = [ScriptPlugin.from_file(guide_script) for _ in range(2)]
-    peers = run_swarm(manifest, scripts, [attrs.evolve(options(f"p{i}", 12, mnist_root), max_eval_batches=2,
-                                                       local_steps=3) for i in range(2)], extra=intruders)
+    peers = run_swarm(
+        manifest,
+        scripts,
+        [attrs.evolve(options(f"p{i}", 12, mnist_root), max_eval_batches=2, local_steps=3) for i in range(2)],
+        extra=intruders,
+    )
     target = peers[0]
     assert all(p.completed == 12 for p in peers)  # training went on
     rejected = {**peers[0].counters.rejected}
@@ -138,8 +174,11 @@ def test_bad_answers_are_counted_pushes_dropped_and_foreign_peers_ignored(guide_
 
 
 def test_isolated_peers_never_send(guide_script, mnist_root):
-    peers = run_swarm(fedavg_manifest(), [ScriptPlugin.from_file(guide_script) for _ in range(2)],
-                      [options(f"p{i}", 2, mnist_root, isolated=True) for i in range(2)])
+    peers = run_swarm(
+        fedavg_manifest(),
+        [ScriptPlugin.from_file(guide_script) for _ in range(2)],
+        [options(f"p{i}", 2, mnist_root, isolated=True) for i in range(2)],
+    )
     assert all(p.counters.updates_sent == 0 and p.p.transport.stats().bytes_sent == 0 for p in peers)
     assert all(m["aggregated_from"] == [] for p in peers for m in p.history)
 
@@ -155,17 +194,30 @@ def test_pushed_updates_are_counted_as_unsolicited_and_never_decoded(guide_scrip
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
         async with rogue:
             # A peer of the swarm (admitted: it announced itself), pushing what nobody asked for.
-            await rogue.announce(encode_announcement(
-                swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash, node_id="flood", round_idx=0,
-                pushed=0, done=False, metrics={}, metadata={}))
+            await rogue.announce(
+                encode_announcement(
+                    swarm_id=manifest.swarm_id,
+                    arch_hash=manifest.model.arch_hash,
+                    node_id="flood",
+                    round_idx=0,
+                    pushed=0,
+                    done=False,
+                    metrics={},
+                    metadata={},
+                )
+            )
             with trio.fail_after(30):
                 while not target.admits(rogue.peer_id):
                     await trio.sleep(0.01)
             for _ in range(50):
                 await rogue.send(target.peer_id, b"x" * 1000, timeout=5)
 
-    target = run_swarm(manifest, [ScriptPlugin.from_file(guide_script) for _ in range(2)],
-                       [options(f"p{i}", 2, mnist_root) for i in range(2)], extra=flood)[0]
+    target = run_swarm(
+        manifest,
+        [ScriptPlugin.from_file(guide_script) for _ in range(2)],
+        [options(f"p{i}", 2, mnist_root) for i in range(2)],
+        extra=flood,
+    )[0]
     assert target.counters.rejected["unsolicited"] == 50
     assert "bad_magic" not in target.counters.rejected  # dropped before decoding
     assert target.completed == 2

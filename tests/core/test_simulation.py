@@ -30,10 +30,14 @@ def test_dirichlet_partition_skews_labels():
 
 
 def run(script_path, mnist_root, **overrides):
-    settings = dict(peers=10, rounds=10, local_epochs=1, script_args={"data_root": str(mnist_root)})
+    settings = {"peers": 10, "rounds": 10, "local_epochs": 1, "script_args": {"data_root": str(mnist_root)}}
     settings.update(overrides)
-    return simulate(fedavg_manifest(transport="libp2p"), ScriptPlugin.from_file(script_path),
-                    SimulationOptions(**settings), build_registry())
+    return simulate(
+        fedavg_manifest(transport="libp2p"),
+        ScriptPlugin.from_file(script_path),
+        SimulationOptions(**settings),
+        build_registry(),
+    )
 
 
 @pytest.mark.slow
@@ -48,8 +52,15 @@ def test_ten_iid_peers_reach_95_percent_within_ten_rounds(guide_script, mnist_ro
 
 
 def test_collaboration_beats_isolation_on_a_skewed_split(guide_script, mnist_root):
-    common = dict(peers=5, rounds=4, local_epochs=None, local_steps=40, partition="dirichlet:0.2", seed=7,
-                  max_eval_batches=80)
+    common = {
+        "peers": 5,
+        "rounds": 4,
+        "local_epochs": None,
+        "local_steps": 40,
+        "partition": "dirichlet:0.2",
+        "seed": 7,
+        "max_eval_batches": 80,
+    }
     together = run(guide_script, mnist_root, **common)
     alone = run(guide_script, mnist_root, isolated=True, **common)
     mean = lambda result: statistics.mean(r[-1]["val_accuracy"] for r in result.history.values())  # noqa: E731
@@ -82,9 +93,14 @@ def test_fashion_mnist_cnn_example_learns(tmp_path):
         pytest.skip(f"Fashion-MNIST unavailable here: {exc}")
     script = ScriptPlugin.from_file(REPO / "examples" / "fashion_mnist_cnn_peer_script.py")
     manifest = make_manifest(arch_hash=compute_arch_hash(script.module.FashionCNN()))
-    result = simulate(manifest, script, SimulationOptions(peers=2, rounds=2, local_steps=60, max_eval_batches=40,
-                                                          script_args={"data_root": str(tmp_path / "data")}),
-                      build_registry())
+    result = simulate(
+        manifest,
+        script,
+        SimulationOptions(
+            peers=2, rounds=2, local_steps=60, max_eval_batches=40, script_args={"data_root": str(tmp_path / "data")}
+        ),
+        build_registry(),
+    )
     finals = [rounds[-1]["val_accuracy"] for rounds in result.history.values()]
     assert min(finals) > 0.6  # ten classes: chance is 0.1
 
@@ -96,15 +112,23 @@ def honest_mean(result, nodes):
 @pytest.mark.parametrize("aggregation", ["FedAvg", "EntropyWeightedAvg"])
 def test_one_inflate_peer_of_ten_moves_honest_accuracy_by_less_than_a_point(guide_script, mnist_root, aggregation):
     manifest = fedavg_manifest(transport="libp2p", aggregation=aggregation)
-    common = dict(peers=10, rounds=3, local_steps=25, seed=5, max_eval_batches=100,
-                  script_args={"data_root": str(mnist_root)})
+    common = {
+        "peers": 10,
+        "rounds": 3,
+        "local_steps": 25,
+        "seed": 5,
+        "max_eval_batches": 100,
+        "script_args": {"data_root": str(mnist_root)},
+    }
     script = ScriptPlugin.from_file(guide_script)
     clean = simulate(manifest, script, SimulationOptions(**common), build_registry())
     attacked = simulate(manifest, script, SimulationOptions(byzantine=("1:inflate",), **common), build_registry())
     assert attacked.hostile == {"peer-10": "1:inflate"}
     honest = [f"peer-{i}" for i in range(1, 10)]
-    print(f"{aggregation}: honest mean clean {honest_mean(clean, honest):.4f}, "
-          f"with 1 inflate peer {honest_mean(attacked, honest):.4f}")
+    print(
+        f"{aggregation}: honest mean clean {honest_mean(clean, honest):.4f}, "
+        f"with 1 inflate peer {honest_mean(attacked, honest):.4f}"
+    )
     assert abs(honest_mean(attacked, honest) - honest_mean(clean, honest)) < 0.01
 
 

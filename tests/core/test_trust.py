@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -45,7 +46,7 @@ def test_tofu_remembers_the_first_creator_by_name_and_rejects_another(store):
     assert first.first_seen and store.lookup("demo-5peer") == CREATOR_PUB
     again = evaluate_trust(make_manifest(CREATOR, round_limit=5), "tofu", tofu_store=store)  # new swarm, same creator
     assert not again.first_seen
-    with pytest.raises(TrustError, match="TOFU conflict.*first seen signed by"):
+    with pytest.raises(TrustError, match=r"TOFU conflict.*first seen signed by"):
         evaluate_trust(make_manifest(IMPOSTOR), "tofu", tofu_store=store)
     with pytest.raises(TrustError, match="unsigned"):
         evaluate_trust(make_manifest(), "tofu", tofu_store=store)
@@ -55,7 +56,10 @@ def test_tofu_remembers_the_first_creator_by_name_and_rejects_another(store):
 
 def test_tofu_store_location_is_per_user_and_overridable(tmp_path, monkeypatch, isolated_state):
     evaluate_trust(make_manifest(CREATOR), "tofu")
-    assert json.loads((isolated_state / "tofu.json").read_text())["manifests"]["demo-5peer"]["creator_pubkey"] == CREATOR_PUB
+    assert (
+        json.loads((isolated_state / "tofu.json").read_text())["manifests"]["demo-5peer"]["creator_pubkey"]
+        == CREATOR_PUB
+    )
     monkeypatch.setenv("QUINKGL_TOFU_STORE", str(tmp_path / "custom.json"))
     evaluate_trust(make_manifest(IMPOSTOR), "tofu")  # a different store: first sight again
     assert (tmp_path / "custom.json").exists()
@@ -78,24 +82,25 @@ def test_corrupt_tofu_store_is_an_error_not_a_silent_reset(store):
 
 
 def _remember(path, name, key_hex):
-    try:
+    with contextlib.suppress(TrustError):
         TofuStore(path).check_and_remember(name, key_hex)
-    except TrustError:
-        pass
 
 
 def test_concurrent_first_sight_keeps_one_creator_per_name(tmp_path):
     path = str(tmp_path / "tofu.json")
     names = [f"swarm-{i}" for i in range(8)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_remember, args=(path, n, keys.public_key_text(keys.generate_private_key())))
-             for n in names for _ in range(2)]
+    procs = [
+        ctx.Process(target=_remember, args=(path, n, keys.public_key_text(keys.generate_private_key())))
+        for n in names
+        for _ in range(2)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
-    assert sorted(json.loads(open(path).read())["manifests"]) == names
+    assert sorted(_read_json(path)["manifests"]) == names
 
 
 def test_pinned_requires_a_valid_signature_by_a_trusted_key():
@@ -134,3 +139,8 @@ def test_expired_manifests_are_refused_by_every_policy(store):
 def test_tofu_state_file_is_private(store):
     evaluate_trust(make_manifest(CREATOR), "tofu", tofu_store=store)
     assert os.stat(store.path).st_mode & 0o077 == 0
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)

@@ -39,9 +39,7 @@ FUZZ = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCh
 def mnist_mlp() -> nn.Module:
     """The user guide's MNIST MLP."""
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
-    )
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
 MLP_STATE = mnist_mlp().state_dict()
@@ -268,28 +266,34 @@ def st_payload(entries: dict, data: bytes = b"") -> bytes:
         ),
         pytest.param(
             st_payload(
-                {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 2**62]},
-                 "b": {"dtype": "F32", "shape": [2], "data_offsets": [2**62, 2**62 + 8]}},
+                {
+                    "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 2**62]},
+                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [2**62, 2**62 + 8]},
+                },
                 bytes(32),
             ),
             id="huge-offsets",
-        ),  # fmt: skip
+        ),
         pytest.param(
             st_payload(
-                {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
-                 "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+                {
+                    "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                },
                 bytes(32),
             ),
             id="overlapping-offsets",
-        ),  # fmt: skip
+        ),
         pytest.param(
             st_payload(
-                {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
-                 "b": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}},
+                {
+                    "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]},
+                },
                 bytes(40),
             ),
             id="unused-data-at-end",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_payload(payload):
@@ -372,7 +376,7 @@ json_values = st.recursive(
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(sorted(base_fields()) + ["extra"]), json_values, max_size=7), st.booleans())
+@given(st.dictionaries(st.sampled_from([*sorted(base_fields()), "extra"]), json_values, max_size=7), st.booleans())
 def test_random_json_headers_are_rejected(fields, fix_digests):
     with pytest.raises(WireRejected):
         decode_update(frame(fields, TINY_PAYLOAD, fix_digests=fix_digests), expected=TINY_SPEC, swarm_id=SWARM)

@@ -20,7 +20,7 @@ class PeerProcess:
     def __init__(self, workdir: Path, node_id: str, args: list[str], env: dict[str, str]):
         self.node_id = node_id
         self.log = workdir / f"{node_id}.log"
-        self._log_handle = open(self.log, "ab")
+        self._log_handle = open(self.log, "ab")  # noqa: SIM115 - the child process writes to it until it exits
         argv = [*quinkgl_executable(), "run", "--node-id", node_id, *args]
         self.proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=self._log_handle, stderr=subprocess.STDOUT)
 

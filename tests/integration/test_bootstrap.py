@@ -14,6 +14,7 @@ import socket
 import time
 
 import pytest
+
 from helpers import guide_arch_hash, make_manifest
 from integration.peer_processes import PeerProcess, peer_env
 from quinkgl.errors import ExitCode
@@ -30,13 +31,31 @@ def free_port() -> int:
 
 def test_bootstrap_only_swarm_exchanges_models_between_all_pairs(tmp_path, guide_script, mnist_root):
     port = free_port()
-    manifest = make_manifest(arch_hash=guide_arch_hash(), name="remote", bootstrap_peers=(f"127.0.0.1:{port}",),
-                             params={"transport": {"local_discovery": False}})
+    manifest = make_manifest(
+        arch_hash=guide_arch_hash(),
+        name="remote",
+        bootstrap_peers=(f"127.0.0.1:{port}",),
+        params={"transport": {"local_discovery": False}},
+    )
     write_manifest(manifest, tmp_path / "remote.qgl")
     # Many rounds, ended by SIGTERM once every peer has aggregated from both others: the test waits on that event
     # (bounded), not on a round count, so a slow start under CPU load cannot make it fail.
-    common = ["--manifest", "remote.qgl", "--script", "mnist_peer_script.py", "--rounds", "10000", "--local-steps",
-              "30", "--max-eval-batches", "30", "--trust-policy", "open", "--script-arg", f"data_root={mnist_root}"]
+    common = [
+        "--manifest",
+        "remote.qgl",
+        "--script",
+        "mnist_peer_script.py",
+        "--rounds",
+        "10000",
+        "--local-steps",
+        "30",
+        "--max-eval-batches",
+        "30",
+        "--trust-policy",
+        "open",
+        "--script-arg",
+        f"data_root={mnist_root}",
+    ]
     peers = []
     try:
         # separate state dirs: nothing shared on disk, as on separate machines
@@ -44,9 +63,14 @@ def test_bootstrap_only_swarm_exchanges_models_between_all_pairs(tmp_path, guide
         peers.append(first)
         first_id = first.peer_id()
         peers.append(PeerProcess(tmp_path, "peer-2", [*common, "--port", "0"], peer_env(tmp_path / "s2")))
-        peers.append(PeerProcess(tmp_path, "peer-3", [*common, "--port", "0", "--bootstrap-peer",
-                                                      f"/ip4/127.0.0.1/tcp/{port}/p2p/{first_id}"],
-                                 peer_env(tmp_path / "s3")))
+        peers.append(
+            PeerProcess(
+                tmp_path,
+                "peer-3",
+                [*common, "--port", "0", "--bootstrap-peer", f"/ip4/127.0.0.1/tcp/{port}/p2p/{first_id}"],
+                peer_env(tmp_path / "s3"),
+            )
+        )
         ids = {peer.node_id: peer.peer_id() for peer in peers}
 
         def heard(peer: PeerProcess) -> set[str]:

@@ -41,16 +41,32 @@ def swarm(tmp_path, guide_script, mnist_root):
 
 
 def peer_args(swarm, rounds: int) -> list[str]:
-    return ["--manifest", "demo.qgl", "--script", "mnist_peer_script.py", "--port", "0", "--rounds", str(rounds),
-            "--gossip-interval", "2", "--script-arg", f"data_root={swarm['data']}", "--local-steps", "5",
-            "--max-eval-batches", "5", "--trust-policy", "open"]
+    return [
+        "--manifest",
+        "demo.qgl",
+        "--script",
+        "mnist_peer_script.py",
+        "--port",
+        "0",
+        "--rounds",
+        str(rounds),
+        "--gossip-interval",
+        "2",
+        "--script-arg",
+        f"data_root={swarm['data']}",
+        "--local-steps",
+        "5",
+        "--max-eval-batches",
+        "5",
+        "--trust-policy",
+        "open",
+    ]
 
 
 async def _send_malformed_rpc(address: str) -> None:
     """Connect to ``address`` with fresh keys, send the six bytes on /meshsub/1.1.0, then try a second client."""
     import multiaddr
     from libp2p.peer.peerinfo import info_from_p2p_addr
-
     from transport_libp2p.p2p_helpers import raw_host
 
     info = info_from_p2p_addr(multiaddr.Multiaddr(address))
@@ -67,7 +83,6 @@ async def _send_malformed_rpc(address: str) -> None:
 async def _connects(address: str) -> bool:
     import multiaddr
     from libp2p.peer.peerinfo import info_from_p2p_addr
-
     from transport_libp2p.p2p_helpers import raw_host
 
     info = info_from_p2p_addr(multiaddr.Multiaddr(address))

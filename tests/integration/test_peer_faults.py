@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import signal
+import time
 
 import pytest
 import trio
@@ -26,14 +26,35 @@ def swarm(tmp_path, guide_script, mnist_root):
     manifest = make_manifest(key, arch_hash=guide_arch_hash(), name="faults")
     write_manifest(manifest, tmp_path / "demo.qgl")
     assert guide_script.parent == tmp_path  # the guide_script fixture already put it here
-    return {"dir": tmp_path, "manifest": manifest, "key": key, "env": peer_env(tmp_path / "state"),
-            "data": str(mnist_root)}
+    return {
+        "dir": tmp_path,
+        "manifest": manifest,
+        "key": key,
+        "env": peer_env(tmp_path / "state"),
+        "data": str(mnist_root),
+    }
 
 
 def peer_args(swarm, rounds, *extra, manifest="demo.qgl"):
-    return ["--manifest", manifest, "--script", "mnist_peer_script.py", "--port", "0", "--rounds", str(rounds),
-            "--gossip-interval", "12", "--script-arg", f"data_root={swarm['data']}", "--local-steps", "30",
-            "--max-eval-batches", "30", *extra]
+    return [
+        "--manifest",
+        manifest,
+        "--script",
+        "mnist_peer_script.py",
+        "--port",
+        "0",
+        "--rounds",
+        str(rounds),
+        "--gossip-interval",
+        "12",
+        "--script-arg",
+        f"data_root={swarm['data']}",
+        "--local-steps",
+        "30",
+        "--max-eval-batches",
+        "30",
+        *extra,
+    ]
 
 
 def test_untrusted_manifests_stop_run_before_any_network_activity(swarm, cli):
@@ -41,8 +62,10 @@ def test_untrusted_manifests_stop_run_before_any_network_activity(swarm, cli):
     doc = manifest_to_dict(swarm["manifest"])
     (folder / "tampered.qgl").write_text(json.dumps(dict(doc, round_limit=7)))
     write_manifest(make_manifest(arch_hash=guide_arch_hash(), name="faults"), folder / "unsigned.qgl")
-    write_manifest(make_manifest(swarm["key"], arch_hash=guide_arch_hash(), name="old", expires_at="2020-01-01"),
-                   folder / "expired.qgl")
+    write_manifest(
+        make_manifest(swarm["key"], arch_hash=guide_arch_hash(), name="old", expires_at="2020-01-01"),
+        folder / "expired.qgl",
+    )
     impostor = keys.generate_private_key()
     write_manifest(make_manifest(impostor, arch_hash=guide_arch_hash(), name="faults"), folder / "impostor.qgl")
     trusted = keys.public_key_text(swarm["key"])
@@ -50,12 +73,23 @@ def test_untrusted_manifests_stop_run_before_any_network_activity(swarm, cli):
     cases = [
         ("tampered.qgl", ["--trust-policy", "tofu"], ExitCode.SIGNATURE_INVALID, "signature check failed"),
         ("unsigned.qgl", ["--trust-policy", "pinned", "--trusted-pubkey", trusted], ExitCode.UNTRUSTED, "unsigned"),
-        ("impostor.qgl", ["--trust-policy", "pinned", "--trusted-pubkey", trusted], ExitCode.UNTRUSTED, "not a trusted key"),
+        (
+            "impostor.qgl",
+            ["--trust-policy", "pinned", "--trusted-pubkey", trusted],
+            ExitCode.UNTRUSTED,
+            "not a trusted key",
+        ),
         ("expired.qgl", ["--trust-policy", "open"], ExitCode.EXPIRED, "expired at 2020-01-01"),
     ]
     # TOFU: the first run pins the creator of "faults"; the impostor's manifest of the same name is then refused.
-    first = cli("run", *peer_args(swarm, 1, "--trust-policy", "tofu", "--rounds", "1", manifest="demo.qgl"),
-                "--node-id", "pin", env=env, timeout=300)
+    first = cli(
+        "run",
+        *peer_args(swarm, 1, "--trust-policy", "tofu", "--rounds", "1", manifest="demo.qgl"),
+        "--node-id",
+        "pin",
+        env=env,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     cases.append(("impostor.qgl", ["--trust-policy", "tofu"], ExitCode.UNTRUSTED, "TOFU conflict"))
     registry = folder / "state" / "peers"
@@ -71,8 +105,10 @@ def test_untrusted_manifests_stop_run_before_any_network_activity(swarm, cli):
 
 def test_killed_peer_others_finish_and_it_rejoins_with_same_id_and_resumes(swarm):
     folder, env = swarm["dir"], swarm["env"]
-    peers = [PeerProcess(folder, f"peer-{i}", peer_args(swarm, 6, "--checkpoint-dir", f"ckpt/peer-{i}"), env)
-             for i in (1, 2, 3)]
+    peers = [
+        PeerProcess(folder, f"peer-{i}", peer_args(swarm, 6, "--checkpoint-dir", f"ckpt/peer-{i}"), env)
+        for i in (1, 2, 3)
+    ]
     try:
         victim = peers[2]
         victim_id = victim.peer_id()
@@ -92,7 +128,9 @@ def test_killed_peer_others_finish_and_it_rejoins_with_same_id_and_resumes(swarm
         resumed = int(restarted.wait_for(r"^resumed from checkpoint at round (\d+)").group(1))
         assert resumed >= 2
         assert restarted.wait(timeout=600) == 0, restarted.text()
-        rounds = [int(r) for r in re.findall(r"^round=(\d+)", restarted.text().split("resumed from checkpoint")[1], re.M)]
+        rounds = [
+            int(r) for r in re.findall(r"^round=(\d+)", restarted.text().split("resumed from checkpoint")[1], re.M)
+        ]
         assert rounds == list(range(resumed + 1, 7))  # continues where the checkpoint left off
     finally:
         for peer in peers:
@@ -137,20 +175,36 @@ def test_pushed_payloads_are_dropped_unread_and_never_aggregated_while_the_peer_
         target_id = peer.peer_id()
 
         async def attack():
-            config = TransportConfig(swarm_id=manifest.swarm_id, node_id="intruder", max_payload_bytes=8 << 20,
-                                     options={"registry_dir": str(swarm["dir"] / "state" / "peers")})
+            config = TransportConfig(
+                swarm_id=manifest.swarm_id,
+                node_id="intruder",
+                max_payload_bytes=8 << 20,
+                options={"registry_dir": str(swarm["dir"] / "state" / "peers")},
+            )
             client = create_transport(Libp2pParams(), config)
             client.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None)
             async with client:
                 await client.wait_connected([target_id], timeout=60)
-                hello = encode_announcement(swarm_id=manifest.swarm_id, arch_hash=manifest.model.arch_hash,
-                                            node_id="intruder", round_idx=0, pushed=10**6, done=False, metrics={},
-                                            metadata={})
+                hello = encode_announcement(
+                    swarm_id=manifest.swarm_id,
+                    arch_hash=manifest.model.arch_hash,
+                    node_id="intruder",
+                    round_idx=0,
+                    pushed=10**6,
+                    done=False,
+                    metrics={},
+                    metadata={},
+                )
                 from helpers import mnist_net
 
                 def update(round_idx):
-                    return wire.encode_update(mnist_net().state_dict(), swarm_id=manifest.swarm_id,
-                                              sender=client.peer_id, round=round_idx, num_samples=10)
+                    return wire.encode_update(
+                        mnist_net().state_dict(),
+                        swarm_id=manifest.swarm_id,
+                        sender=client.peer_id,
+                        round=round_idx,
+                        num_samples=10,
+                    )
 
                 with trio.fail_after(60):
                     while "[peer-discovered] " + client.peer_id not in peer.text():

@@ -19,9 +19,17 @@ from quinkgl.manifest.codec import write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 NODES = ("alpha", "bravo", "charlie")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium() -> str | None:
@@ -56,8 +64,13 @@ def poll_swarm(url: str, condition, timeout: float = 300) -> dict:
 
 def browse(binary: str, url: str, tmp_path, *extra: str) -> str:
     profile = tmp_path / "chromium-profile"
-    result = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
-                            capture_output=True, text=True, timeout=180, check=False)
+    result = subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -70,16 +83,40 @@ def test_monitor_shows_every_peer_live_in_a_browser(tmp_path, guide_script, mnis
     json_out = tmp_path / "snapshot.json"
     base = [*quinkgl_executable(), "monitor", "--manifest", "w.qgl", "--trust-policy", "open"]
     with open(monitor_log, "wb") as log_handle, open(json_out, "wb") as json_handle:
-        monitor = subprocess.Popen([*base, "--web", "127.0.0.1:0", "--interval", "0.5"], cwd=tmp_path, env=env,
-                                   stdout=log_handle, stderr=subprocess.STDOUT)
-        snapshot_proc = subprocess.Popen([*base, "--json", "--wait", "300", "--min-peers", "3"], cwd=tmp_path,
-                                         env=env, stdout=json_handle, stderr=subprocess.PIPE)
+        monitor = subprocess.Popen(
+            [*base, "--web", "127.0.0.1:0", "--interval", "0.5"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+        )
+        snapshot_proc = subprocess.Popen(
+            [*base, "--json", "--wait", "300", "--min-peers", "3"],
+            cwd=tmp_path,
+            env=env,
+            stdout=json_handle,
+            stderr=subprocess.PIPE,
+        )
     peers: list[PeerProcess] = []
     try:
         url = wait_for(monitor_log, r"^web: (http://127\.0\.0\.1:\d+/)$", monitor).group(1)
         observer_id = wait_for(monitor_log, r"^monitor: observing swarm watched .* as (\w+) on", monitor).group(1)
-        args = ["--manifest", "w.qgl", "--script", "mnist_peer_script.py", "--rounds", "3", "--local-steps", "10",
-                "--max-eval-batches", "5", "--trust-policy", "open", "--script-arg", f"data_root={mnist_root}"]
+        args = [
+            "--manifest",
+            "w.qgl",
+            "--script",
+            "mnist_peer_script.py",
+            "--rounds",
+            "3",
+            "--local-steps",
+            "10",
+            "--max-eval-batches",
+            "5",
+            "--trust-policy",
+            "open",
+            "--script-arg",
+            f"data_root={mnist_root}",
+        ]
         peers = [PeerProcess(tmp_path, node, args, env) for node in NODES]
 
         live = poll_swarm(url, lambda s: len(s["peers"]) == 3)
@@ -102,15 +139,18 @@ def test_monitor_shows_every_peer_live_in_a_browser(tmp_path, guide_script, mnis
         assert sorted(p["node_id"] for p in snapshot["peers"]) == sorted(NODES)
 
         if binary is None:
-            pytest.skip("chromium is not installed (apt-get install -y chromium; scripts/system-deps.sh does it): "
-                        "the swarm view was checked through /swarm.json only")
+            pytest.skip(
+                "chromium is not installed (apt-get install -y chromium; scripts/system-deps.sh does it): "
+                "the swarm view was checked through /swarm.json only"
+            )
         # The page redraws itself from /swarm.json; virtual time lets its polling run before the DOM is dumped.
         dom = browse(binary, url, tmp_path, "--dump-dom", "--virtual-time-budget=5000")
         assert "3 peer(s), 3 finished" in dom and "live, updated" in dom, dom[-3000:]
         assert len(re.findall(r'<polyline[^>]*class="series"', dom)) == 3
         screenshot = tmp_path / "monitor.png"  # a test artifact under the test's tmp dir, never committed
-        browse(binary, url, tmp_path, f"--screenshot={screenshot}", "--window-size=1000,900",
-               "--virtual-time-budget=3000")
+        browse(
+            binary, url, tmp_path, f"--screenshot={screenshot}", "--window-size=1000,900", "--virtual-time-budget=3000"
+        )
         assert screenshot.stat().st_size > 1000
     finally:
         for peer in peers:

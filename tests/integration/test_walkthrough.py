@@ -35,9 +35,22 @@ def free_port_block(count: int) -> int:
 def test_five_peer_walkthrough_as_the_readme_runs_it(tmp_path):
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "walkthrough.py"), "--workdir", str(tmp_path / "wt"), "--rounds", "3",
-         "--local-steps", "40", "--port-base", str(free_port_block(5))],
-        env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(REPO / "examples" / "walkthrough.py"),
+            "--workdir",
+            str(tmp_path / "wt"),
+            "--rounds",
+            "3",
+            "--local-steps",
+            "40",
+            "--port-base",
+            str(free_port_block(5)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     print(result.stdout[-4000:])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

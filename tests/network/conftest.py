@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import guide_arch_hash, make_manifest
 from network.netlab import LabUnavailable, NetLab, check_available
+
+from helpers import guide_arch_hash, make_manifest
 from quinkgl.manifest.codec import write_manifest
 
 
@@ -45,7 +46,17 @@ def swarm_files(tmp_path: Path, guide_script: Path, mnist_root: Path) -> list[st
     write_manifest(manifest, tmp_path / "hosts.qgl")
     if guide_script.parent != tmp_path:
         shutil.copy(guide_script, tmp_path / "mnist_peer_script.py")
-    return ["--manifest", str(tmp_path / "hosts.qgl"), "--script", str(tmp_path / "mnist_peer_script.py"),
-            "--local-steps", "5", "--max-eval-batches", "3", "--trust-policy", "open",
-            "--script-arg", f"data_root={mnist_root}"]
-
+    return [
+        "--manifest",
+        str(tmp_path / "hosts.qgl"),
+        "--script",
+        str(tmp_path / "mnist_peer_script.py"),
+        "--local-steps",
+        "5",
+        "--max-eval-batches",
+        "3",
+        "--trust-policy",
+        "open",
+        "--script-arg",
+        f"data_root={mnist_root}",
+    ]

@@ -19,6 +19,7 @@ Needs root, ``ip`` (iproute2) and, for NAT, ``nft`` (Debian package ``nftables``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -75,8 +76,9 @@ class Host:
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for processes on this host: its own per-user state (TOFU cache, peer registry)."""
-        return dict(base if base is not None else os.environ, QUINKGL_STATE_DIR=str(self.state_dir),
-                    PYTHONUNBUFFERED="1")
+        return dict(
+            base if base is not None else os.environ, QUINKGL_STATE_DIR=str(self.state_dir), PYTHONUNBUFFERED="1"
+        )
 
 
 class NetLab:
@@ -156,24 +158,32 @@ class NetLab:
         _run("ip", "netns", "exec", home, "ip", "addr", "add", f"{lan_net}.2/24", "dev", "eth0")
         _run("ip", "netns", "exec", home, "ip", "route", "add", "default", "via", f"{lan_net}.1")
         _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        rules = "\n".join([
-            "table ip nat {",
-            "  chain out {",
-            "    type nat hook postrouting priority 100;",
-            '    oifname "wan" masquerade',
-            "  }",
-            "}",
-            "table ip filter {",
-            "  chain forward {",
-            "    type filter hook forward priority 0; policy drop;",
-            "    ct state established,related accept",
-            '    iifname "lan" oifname "wan" accept',
-            "  }",
-            "}",
-            "",
-        ])
-        result = subprocess.run(["ip", "netns", "exec", router, "nft", "-f", "-"], input=rules, capture_output=True,
-                                text=True, timeout=30, check=False)
+        rules = "\n".join(
+            [
+                "table ip nat {",
+                "  chain out {",
+                "    type nat hook postrouting priority 100;",
+                '    oifname "wan" masquerade',
+                "  }",
+                "}",
+                "table ip filter {",
+                "  chain forward {",
+                "    type filter hook forward priority 0; policy drop;",
+                "    ct state established,related accept",
+                '    iifname "lan" oifname "wan" accept',
+                "  }",
+                "}",
+                "",
+            ]
+        )
+        result = subprocess.run(
+            ["ip", "netns", "exec", router, "nft", "-f", "-"],
+            input=rules,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"nft failed: {result.stderr.strip()}")
         host = Host(self, name, home, f"{lan_net}.2", port)
@@ -185,12 +195,24 @@ class NetLab:
         assert host.port_name is not None
         _run("ip", "netns", "exec", self.bridge_ns, "ip", "link", "set", host.port_name, "up" if up else "down")
 
-    def popen(self, host: Host, command: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        host: Host,
+        command: Sequence[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start ``command`` inside ``host``; output goes to ``log``; ended by :meth:`close` if still running."""
         with open(log, "ab") as handle:
-            proc = subprocess.Popen(host.argv(*command), cwd=cwd or self.workdir, env=env or host.env(),
-                                    stdout=handle, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                host.argv(*command),
+                cwd=cwd or self.workdir,
+                env=env or host.env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
         self.processes.append(proc)
         return proc
 
@@ -200,10 +222,8 @@ class NetLab:
             if proc.poll() is None:
                 proc.kill()
         for proc in self.processes:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
         for name in reversed(self.namespaces):
             _run("ip", "netns", "delete", name, check=False)  # deleting a namespace deletes its interfaces
         for link in self.root_links:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import quinkgl_executable
 from network.netlab import Host, NetLab
+
+from conftest import quinkgl_executable
 
 AGGREGATED = re.compile(r"aggregated models from \d+ peer\(s\) in round (\d+): (.*) \(\d+ samples\)")
 ANNOUNCES = re.compile(r"quinkgl\.net: peer (\S+) announces (.*)$", re.MULTILINE)
@@ -38,11 +39,13 @@ class NetPeer:
                 matches = list(regex.finditer(self.text()))
                 if len(matches) >= count:
                     return matches[count - 1]
-                raise AssertionError(f"{self.node_id} exited {self.proc.returncode} before {regex.pattern!r}:\n"
-                                     f"{self.text()[-6000:]}")
+                raise AssertionError(
+                    f"{self.node_id} exited {self.proc.returncode} before {regex.pattern!r}:\n{self.text()[-6000:]}"
+                )
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.node_id}: {regex.pattern!r} not seen within {timeout} s:\n"
-                                     f"{self.text()[-6000:]}")
+                raise AssertionError(
+                    f"{self.node_id}: {regex.pattern!r} not seen within {timeout} s:\n{self.text()[-6000:]}"
+                )
             time.sleep(0.2)  # polling a log file for a condition, bounded by the deadline
 
     def peer_id(self) -> str:

@@ -11,10 +11,11 @@ import json
 import socket
 
 import pytest
+from network.peers import NetPeer
+
 from conftest import quinkgl_executable
 from helpers import guide_arch_hash, make_manifest
 from integration.peer_processes import PeerProcess, peer_env
-from network.peers import NetPeer
 from quinkgl.manifest.codec import write_manifest
 
 pytestmark = pytest.mark.network
@@ -66,8 +67,17 @@ def test_doctor_names_each_failure_on_loopback(cli, tmp_path, swarm_files):
             plain.bind(("127.0.0.1", 0))
             plain.listen(4)
             not_p2p = plain.getsockname()[1]
-            code, report = doctor(cli, "--manifest", manifest, "--bootstrap-peer", f"127.0.0.1:{refused}",
-                                  "--bootstrap-peer", f"127.0.0.1:{not_p2p}", "--bootstrap-peer", target)
+            code, report = doctor(
+                cli,
+                "--manifest",
+                manifest,
+                "--bootstrap-peer",
+                f"127.0.0.1:{refused}",
+                "--bootstrap-peer",
+                f"127.0.0.1:{not_p2p}",
+                "--bootstrap-peer",
+                target,
+            )
         statuses = [c["status"] for c in report["bootstrap_peers"]]
         assert statuses == ["refused", "not quinkgl", "reachable"], report
         assert code == 0  # one reachable peer is enough
@@ -96,17 +106,42 @@ def test_doctor_across_hosts_and_behind_nat(netlab, nat_available, swarm_files):
     public = netlab.add_host("host-1", 1)
     other = netlab.add_host("host-2", 2)
     home = netlab.add_nat_host("home-1", 1)
-    waiting = [*swarm_files, "--rounds", "1", "--host", "0.0.0.0", "--port", "7001", "--wait-for-peers", "1",
-               "--discovery-wait", "300"]
+    waiting = [
+        *swarm_files,
+        "--rounds",
+        "1",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7001",
+        "--wait-for-peers",
+        "1",
+        "--discovery-wait",
+        "300",
+    ]
     peer = NetPeer(netlab, public, "host-1", waiting)
     peer_id = peer.peer_id()
     for host, inbound in ((other, "yes"), (home, "no")):
         log = netlab.workdir / f"doctor-{host.name}.json"
-        proc = netlab.popen(host, [*quinkgl_executable(), "doctor", "--manifest",
-                                   swarm_files[1], "--host", "0.0.0.0", "--port", "7001", "--json",
-                                   "--bootstrap-peer", f"{public.address}:7001"], log=log)
+        proc = netlab.popen(
+            host,
+            [
+                *quinkgl_executable(),
+                "doctor",
+                "--manifest",
+                swarm_files[1],
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "7001",
+                "--json",
+                "--bootstrap-peer",
+                f"{public.address}:7001",
+            ],
+            log=log,
+        )
         assert proc.wait(timeout=120) == 0, log.read_text()
-        report = json.loads(log.read_text()[log.read_text().index("{"):])
+        report = json.loads(log.read_text()[log.read_text().index("{") :])
         (check,) = report["bootstrap_peers"]
         assert check["status"] == "reachable" and check["peer_id"] == peer_id, report
         assert report["announce"] == [f"/ip4/{host.address}/tcp/7001"], report  # no 0.0.0.0, no loopback
@@ -116,8 +151,21 @@ def test_doctor_across_hosts_and_behind_nat(netlab, nat_available, swarm_files):
     # a host cut off from the bridge: the bootstrap peer times out
     netlab.set_link(other, False)
     log = netlab.workdir / "doctor-cut.json"
-    proc = netlab.popen(other, [*quinkgl_executable(), "doctor", "--manifest", swarm_files[1],
-                                "--json", "--timeout", "2", "--bootstrap-peer", f"{public.address}:7001"], log=log)
+    proc = netlab.popen(
+        other,
+        [
+            *quinkgl_executable(),
+            "doctor",
+            "--manifest",
+            swarm_files[1],
+            "--json",
+            "--timeout",
+            "2",
+            "--bootstrap-peer",
+            f"{public.address}:7001",
+        ],
+        log=log,
+    )
     assert proc.wait(timeout=120) == 20, log.read_text()
-    report = json.loads(log.read_text()[log.read_text().index("{"):])
+    report = json.loads(log.read_text()[log.read_text().index("{") :])
     assert report["bootstrap_peers"][0]["status"] in ("timed out", "unreachable"), report

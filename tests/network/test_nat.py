@@ -13,8 +13,9 @@ import re
 import time
 
 import pytest
-from helpers import guide_arch_hash, make_manifest
 from network.peers import NetPeer
+
+from helpers import guide_arch_hash, make_manifest
 from quinkgl.manifest.codec import write_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -26,15 +27,35 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
     started = time.monotonic()
     public = netlab.add_host("host-1", 1)
     homes = [netlab.add_nat_host(f"home-{k}", k) for k in (1, 2)]
-    common = [*swarm_files, "--host", "0.0.0.0", "--port", "7001", "--rounds", "3", "--wait-for-peers", "2",
-              "--discovery-wait", "120", "--gossip-interval", "4"]
+    common = [
+        *swarm_files,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7001",
+        "--rounds",
+        "3",
+        "--wait-for-peers",
+        "2",
+        "--discovery-wait",
+        "120",
+        "--gossip-interval",
+        "4",
+    ]
     hub = NetPeer(netlab, public, "host-1", [*common, "--relay"])
     peers = [NetPeer(netlab, h, h.name, [*common, "--bootstrap-peer", f"{public.address}:7001"]) for h in homes]
     # an outsider behind a third NAT: same model, another manifest (swarm); the relay must refuse it a slot
     outsider_host = netlab.add_nat_host("home-3", 3)
     write_manifest(make_manifest(arch_hash=guide_arch_hash(), name="outsiders"), netlab.workdir / "outsiders.qgl")
-    outside_args = [*common[2:], "--manifest", str(netlab.workdir / "outsiders.qgl"), "--discovery-wait", "15",
-                    "--bootstrap-peer", f"{public.address}:7001"]
+    outside_args = [
+        *common[2:],
+        "--manifest",
+        str(netlab.workdir / "outsiders.qgl"),
+        "--discovery-wait",
+        "15",
+        "--bootstrap-peer",
+        f"{public.address}:7001",
+    ]
     outsider = NetPeer(netlab, outsider_host, "home-3", outside_args)
     hub_id = hub.peer_id()
     home_ids = [p.peer_id() for p in peers]
@@ -46,9 +67,11 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
         assert hub_id in peer.heard(), peer.text()[-6000:]
         learned = peer.learned_addrs().get(other, set())
         failures = [why for pid, why in SEND_FAILED.findall(peer.text()) if pid == other]
-        print(f"nat: {peer.node_id} learned {sorted(learned)} for the other home; aggregated its model in rounds "
-              f"{sorted(r for r, ids in peer.aggregated().items() if other in ids)}; {len(failures)} failed sends "
-              f"to it {failures[:1]}")
+        print(
+            f"nat: {peer.node_id} learned {sorted(learned)} for the other home; aggregated its model in rounds "
+            f"{sorted(r for r, ids in peer.aggregated().items() if other in ids)}; {len(failures)} failed sends "
+            f"to it {failures[:1]}"
+        )
         assert "reserved a relay slot" in peer.text(), peer.text()[-6000:]
         assert any(a.endswith(f"/p2p/{hub_id}/p2p-circuit") for a in learned), learned
         assert all("0.0.0.0" not in a and "127.0.0.1" not in a for a in learned), learned
@@ -56,5 +79,7 @@ def test_nat_homes_train_with_the_public_peer(netlab, nat_available, swarm_files
     relayed = re.search(r"relay: .*relayed_bytes=(\d+)", hub.text())
     refused = re.search(r"relay: .*relay_refused_non_member=(\d+)", hub.text())
     assert relayed and refused, hub.text()[-6000:]
-    print(f"nat: {time.monotonic() - started:.1f} s; relayed {int(relayed.group(1))} bytes in 3 rounds; "
-          f"refused {refused.group(1)} relay requests of the outsider")
+    print(
+        f"nat: {time.monotonic() - started:.1f} s; relayed {int(relayed.group(1))} bytes in 3 rounds; "
+        f"refused {refused.group(1)} relay requests of the outsider"
+    )

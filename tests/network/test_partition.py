@@ -18,11 +18,15 @@ from network.peers import AGGREGATED, NetPeer
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.network,
-    pytest.mark.xfail(strict=False, reason=(
-        "healing needs round catch-up in the runtime: peers cut off run alone rounds at their own pace, and once "
-        "rounds differ by more than the staleness bound (2) updates are rejected as stale_round. Measured: every "
-        "peer aggregated across the cut 2 rounds after the heal in one run; in another the rounds had diverged "
-        "and the sides never aggregated each other again (322 / 164 stale_round rejections)")),
+    pytest.mark.xfail(
+        strict=False,
+        reason=(
+            "healing needs round catch-up in the runtime: peers cut off run alone rounds at their own pace, and once "
+            "rounds differ by more than the staleness bound (2) updates are rejected as stale_round. Measured: every "
+            "peer aggregated across the cut 2 rounds after the heal in one run; in another the rounds had diverged "
+            "and the sides never aggregated each other again (322 / 164 stale_round rejections)"
+        ),
+    ),
 ]
 
 ROUND_DONE = re.compile(r"aggregated models from \d+ peer\(s\) in round (\d+)|no updates received in round (\d+)")
@@ -47,8 +51,21 @@ def wait_until(condition, timeout: float, what: str) -> None:
 def test_partition_of_two_hosts_heals(netlab, swarm_files):
     started = time.monotonic()
     hosts = [netlab.add_host(f"host-{i}", i) for i in range(1, 6)]
-    common = [*swarm_files, "--host", "0.0.0.0", "--port", "7001", "--rounds", str(ROUNDS), "--wait-for-peers", "4",
-              "--discovery-wait", "120", "--gossip-interval", "4"]
+    common = [
+        *swarm_files,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "7001",
+        "--rounds",
+        str(ROUNDS),
+        "--wait-for-peers",
+        "4",
+        "--discovery-wait",
+        "120",
+        "--gossip-interval",
+        "4",
+    ]
     peers = [NetPeer(netlab, hosts[0], "host-1", common)]
     peers += [NetPeer(netlab, h, h.name, [*common, "--bootstrap-peer", f"{hosts[0].address}:7001"]) for h in hosts[1:]]
     ids = {p.node_id: p.peer_id() for p in peers}
@@ -64,21 +81,30 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
         netlab.set_link(peer.host, False)
     cut_started = time.monotonic()
     # the cut-off peers keep training: at least two rounds each with no update, then restore the links
-    wait_until(lambda: all(len(ALONE.findall(p.text()[cut_at[p.node_id]:])) >= 2 for p in side_b), 240,
-               "two alone rounds on each cut-off peer")
+    wait_until(
+        lambda: all(len(ALONE.findall(p.text()[cut_at[p.node_id] :])) >= 2 for p in side_b),
+        240,
+        "two alone rounds on each cut-off peer",
+    )
     for peer in side_b:
         netlab.set_link(peer.host, True)
     cut_seconds = time.monotonic() - cut_started
     healed_at = {p.node_id: len(p.text()) for p in peers}
     healed_round = {p.node_id: rounds_done(p) for p in peers}
-    alone_rounds = {p.node_id: len(ALONE.findall(p.text()[cut_at[p.node_id]:healed_at[p.node_id]])) for p in side_b}
-    during = {p.node_id: sum(1 for m in AGGREGATED.finditer(p.text()[cut_at[p.node_id]:healed_at[p.node_id]])
-                             if set(m.group(2).split(", ")) & ids_a) for p in side_a}
+    alone_rounds = {p.node_id: len(ALONE.findall(p.text()[cut_at[p.node_id] : healed_at[p.node_id]])) for p in side_b}
+    during = {
+        p.node_id: sum(
+            1
+            for m in AGGREGATED.finditer(p.text()[cut_at[p.node_id] : healed_at[p.node_id]])
+            if set(m.group(2).split(", ")) & ids_a
+        )
+        for p in side_a
+    }
 
     def heard_other_side(peer: NetPeer) -> int | None:
         """The first round after the heal in which ``peer`` aggregated a model from the other side."""
         other = ids_b if peer in side_a else ids_a
-        for match in AGGREGATED.finditer(peer.text()[healed_at[peer.node_id]:]):
+        for match in AGGREGATED.finditer(peer.text()[healed_at[peer.node_id] :]):
             if set(match.group(2).split(", ")) & other:
                 return int(match.group(1))
         return None
@@ -92,8 +118,10 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
         peer.proc.terminate()
     for peer in peers:
         assert peer.wait(timeout=120) == 143, peer.text()[-6000:]
-    print(f"partition: {time.monotonic() - started:.1f} s in all; cut for {cut_seconds:.1f} s at rounds {cut_rounds}; "
-          f"alone rounds {alone_rounds}; side-A rounds with side-A updates during the cut {during}; healed at "
-          f"rounds {healed_round}; heard the other side again after {to_heal} rounds ({heal_seconds:.1f} s)")
+    print(
+        f"partition: {time.monotonic() - started:.1f} s in all; cut for {cut_seconds:.1f} s at rounds {cut_rounds}; "
+        f"alone rounds {alone_rounds}; side-A rounds with side-A updates during the cut {during}; healed at "
+        f"rounds {healed_round}; heard the other side again after {to_heal} rounds ({heal_seconds:.1f} s)"
+    )
     assert all(n >= 2 for n in alone_rounds.values()), alone_rounds
     assert all(n <= HEAL_BOUND for n in to_heal.values()), to_heal

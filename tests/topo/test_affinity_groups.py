@@ -34,10 +34,16 @@ def test_groups_partition_needs_enough_labels_and_peers():
 
 
 def run(topology: str, script_path, mnist_root):
-    options = SimulationOptions(peers=PEERS, rounds=4, local_steps=30, partition=f"groups:{GROUPS}", seed=5,
-                                max_eval_batches=20, script_args={"data_root": str(mnist_root)})
-    return simulate(fedavg_manifest(topology=topology), ScriptPlugin.from_file(script_path), options,
-                    build_registry())
+    options = SimulationOptions(
+        peers=PEERS,
+        rounds=4,
+        local_steps=30,
+        partition=f"groups:{GROUPS}",
+        seed=5,
+        max_eval_batches=20,
+        script_args={"data_root": str(mnist_root)},
+    )
+    return simulate(fedavg_manifest(topology=topology), ScriptPlugin.from_file(script_path), options, build_registry())
 
 
 def same_group_share(result) -> float:
@@ -60,8 +66,10 @@ def test_affinity_learns_from_its_own_group_and_beats_random_on_its_groups_label
     random_ = run("RandomTopology", guide_script, mnist_root)
     acc = lambda result: statistics.mean(r[-1]["val_accuracy"] for r in result.history.values())  # noqa: E731
     share_affinity, share_random = same_group_share(affinity), same_group_share(random_)
-    print(f"same-group sources: affinity {share_affinity:.3f} vs random {share_random:.3f}; accuracy on the "
-          f"group's labels: affinity {acc(affinity):.4f} vs random {acc(random_):.4f}")
+    print(
+        f"same-group sources: affinity {share_affinity:.3f} vs random {share_random:.3f}; accuracy on the "
+        f"group's labels: affinity {acc(affinity):.4f} vs random {acc(random_):.4f}"
+    )
     assert share_affinity >= 0.80
     assert share_random < 0.70  # the split really is two groups: uniform choice mixes them
     assert acc(affinity) > acc(random_)

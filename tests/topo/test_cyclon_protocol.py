@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from quinkgl import keys
 
+from quinkgl import keys
 from quinkgl_topo.cyclon_overlay import Overlay, uniform_in_degree_std
 from quinkgl_topo.cyclon_protocol import (
     MAX_SHUFFLE_BYTES,
@@ -51,7 +51,7 @@ def test_departed_peers_vanish_from_every_view_within_a_bounded_number_of_cycles
     overlay.leave(gone)
     assert overlay.stats().dead_links > 0
     bound = 4 * VIEW  # cycles
-    for cycle in range(1, bound + 1):
+    for _ in range(bound):
         overlay.cycle()
         if overlay.stats().dead_links == 0:
             break
@@ -83,8 +83,9 @@ def ed25519_verify(peer_id: str, data: bytes, signature: bytes) -> bool:
 
 
 def view_of(peer: Keyed, view_size: int = 4, shuffle_length: int = 2) -> CyclonView:
-    return CyclonView(peer.descriptor, view_size=view_size, shuffle_length=shuffle_length, rng=random.Random(0),
-                      verify=ed25519_verify)
+    return CyclonView(
+        peer.descriptor, view_size=view_size, shuffle_length=shuffle_length, rng=random.Random(0), verify=ed25519_verify
+    )
 
 
 def test_a_peer_cannot_forge_another_peers_address():
@@ -129,16 +130,19 @@ def test_a_shuffle_swaps_entries_and_a_silent_target_is_dropped():
     assert view_a.entries == before
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"\xff\x00", "not JSON"),
-    (b"[]", "not a cyclon/1"),
-    (b'{"v":"cyclon/1","entries":[1]}', "not an object"),
-    (b'{"v":"cyclon/1","entries":[{"p":"x","a":["a\\nb"],"i":1,"g":0,"s":""}]}', "bad address"),
-    (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":-1,"g":0,"s":""}]}', "bad issue time"),
-    (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":1,"g":true,"s":""}]}', "bad age"),
-    (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":1,"g":0,"s":"!!"}]}', "base64"),
-    (b" " * (MAX_SHUFFLE_BYTES + 1), "exceeds"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"\xff\x00", "not JSON"),
+        (b"[]", "not a cyclon/1"),
+        (b'{"v":"cyclon/1","entries":[1]}', "not an object"),
+        (b'{"v":"cyclon/1","entries":[{"p":"x","a":["a\\nb"],"i":1,"g":0,"s":""}]}', "bad address"),
+        (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":-1,"g":0,"s":""}]}', "bad issue time"),
+        (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":1,"g":true,"s":""}]}', "bad age"),
+        (b'{"v":"cyclon/1","entries":[{"p":"x","a":[],"i":1,"g":0,"s":"!!"}]}', "base64"),
+        (b" " * (MAX_SHUFFLE_BYTES + 1), "exceeds"),
+    ],
+)
 def test_malformed_or_oversized_shuffles_are_rejected(raw, why):
     with pytest.raises(ShuffleRejected, match=why):
         decode_shuffle(raw, max_entries=8)

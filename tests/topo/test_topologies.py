@@ -9,12 +9,12 @@ import sys
 from collections import Counter
 
 import pytest
+
+from quinkgl.datapolicy import label_distribution
 from quinkgl.errors import ManifestError
 from quinkgl.manifest.codec import structure_params
 from quinkgl.plugins.manager import build_registry
 from quinkgl.topology import PeerCandidate
-
-from quinkgl.datapolicy import label_distribution
 from quinkgl_topo.affinity import AffinityTopology, overlap
 from quinkgl_topo.cyclon import CyclonTopology
 from quinkgl_topo.params import AffinityTopologyParams, CyclonTopologyParams
@@ -230,7 +230,7 @@ def test_affinity_with_alike_histograms_spreads_pushes_over_every_peer():
     # odd one to exploration slots only.
     histograms = {f"p{i}": [600 + i, 600, 600 - i, 600] for i in range(4)}
     histograms["odd"] = [690, 600, 510, 600]
-    received = {peer: 0 for peer in histograms}
+    received = dict.fromkeys(histograms, 0)
     for own in histograms:
         topology = AffinityTopology()
         rng = _random.Random(own)

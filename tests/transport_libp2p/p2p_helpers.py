@@ -6,9 +6,9 @@ Every network test runs inside ``trio.run`` with a deadline; waiting is event-dr
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import trio
 
@@ -137,5 +137,3 @@ def run(fn, *args, timeout: float = 60.0):
             return await fn(*args)
 
     return trio.run(main)
-
-

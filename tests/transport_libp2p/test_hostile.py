@@ -8,18 +8,19 @@ make a test slow; the defaults themselves are documented in docs/security.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
+from transport_libp2p.p2p_helpers import SWARM, make_transport, port_of, raw_host, run
 
 from quinkgl.transport import TransportError
 from quinkgl_transport_libp2p import framing
 from quinkgl_transport_libp2p.limits import LOOPBACK, PRIVATE, PUBLIC, addr_scope, ip_scope, may_dial
 from quinkgl_transport_libp2p.peer_exchange import Stamp, encode_addr_block, encode_envelope
-from transport_libp2p.p2p_helpers import SWARM, make_transport, port_of, raw_host, run
 
 pytestmark = pytest.mark.network
 
@@ -217,8 +218,10 @@ def test_300_connect_disconnect_cycles_leave_no_inbound_slot_behind():
                 with trio.fail_after(20):
                     while inbound_slots_in_use(swarm) > 1:
                         await trio.sleep(0.05)  # a bounded wait for the last closes to be processed
-            print(f"300 connect/disconnect cycles in {elapsed:.1f} s; inbound slots held after: "
-                  f"{inbound_slots_in_use(swarm)}")
+            print(
+                f"300 connect/disconnect cycles in {elapsed:.1f} s; inbound slots held after: "
+                f"{inbound_slots_in_use(swarm)}"
+            )
 
     run(main, timeout=400)
 
@@ -249,7 +252,8 @@ def test_replayed_and_stale_announcements_are_ignored():
                 try:
                     await ia.wait_for(lambda: _rejected(a, "announce_stale") == 1)
                 except BaseException:
-                    print("DEBUG", a.stats().rejected, ia.announcements); raise
+                    print("DEBUG", a.stats().rejected, ia.announcements)
+                    raise
                 # The same counter newly signed (other content): a replay of the counter.
                 await evil.push(evil.signed(key, _envelope(b"seq 5 again", stamp=Stamp(start, 5, now))))
                 await ia.wait_for(lambda: _rejected(a, "announce_stale") == 2)
@@ -329,19 +333,18 @@ def test_fresh_key_announcements_leave_bounded_state():
 
     async def main():
         a, ia = make_transport(name="a", options={"max_tracked_origins": cap})
-        async with a:
-            async with forger(a) as evil:
-                for i in range(120):
-                    addrs = (f"/ip4/127.0.0.1/tcp/{20000 + i}", f"/ip4/127.0.0.1/tcp/{30000 + i}")
-                    await evil.push(evil.signed(_fresh_key(), _envelope(b"fake %d" % i, addrs=addrs)))
-                await ia.wait_for(lambda: len(ia.announcements) == 120, timeout=30)
-                announcer = a._announcer
-                assert len(a._pex) <= cap
-                assert len(announcer._last_stamp) <= cap
-                assert len(announcer._per_origin) <= cap
-                assert len(a._dialler.learnt_scope) <= cap
-                peerstore = a.host.get_peerstore()
-                assert len(peerstore.peers_with_addrs()) <= cap + 2  # the forger and ourselves
+        async with a, forger(a) as evil:
+            for i in range(120):
+                addrs = (f"/ip4/127.0.0.1/tcp/{20000 + i}", f"/ip4/127.0.0.1/tcp/{30000 + i}")
+                await evil.push(evil.signed(_fresh_key(), _envelope(b"fake %d" % i, addrs=addrs)))
+            await ia.wait_for(lambda: len(ia.announcements) == 120, timeout=30)
+            announcer = a._announcer
+            assert len(a._pex) <= cap
+            assert len(announcer._last_stamp) <= cap
+            assert len(announcer._per_origin) <= cap
+            assert len(a._dialler.learnt_scope) <= cap
+            peerstore = a.host.get_peerstore()
+            assert len(peerstore.peers_with_addrs()) <= cap + 2  # the forger and ourselves
 
     run(main, timeout=90)
 
@@ -420,8 +423,10 @@ def test_fake_ids_announcing_a_third_partys_addresses_do_not_make_a_peer_dial_it
                         with pytest.raises(TransportError):
                             await a.send(sender, b"update", timeout=5)
                     elapsed = time.monotonic() - started
-                print(f"30 fake IDs x 8 addresses: {a._dialler.attempts} dials, {len(accepted)} connections to the "
-                      f"third party, {elapsed:.1f} s for 30 sends")
+                print(
+                    f"30 fake IDs x 8 addresses: {a._dialler.attempts} dials, {len(accepted)} connections to the "
+                    f"third party, {elapsed:.1f} s for 30 sends"
+                )
                 assert a._dialler.attempts <= len(third_party)  # each address at most once per negative-cache TTL
                 assert len(accepted) <= 1  # the one listening port: once, not 30 times
                 assert elapsed < 60
@@ -481,10 +486,8 @@ def test_a_stranger_not_admitted_is_refused_before_any_byte_is_read():
                 _count_rejections_into(a, ia)
                 stream = await _model_stream(evil, a)
                 header = framing.encode_header(TAG, 1000)
-                try:
+                with contextlib.suppress(Exception):  # the stream may already be reset
                     await stream.write(header + b"x" * 1000)
-                except Exception:
-                    pass  # the stream may already be reset
                 await ia.wait_for(lambda: _rejected(a, "not_admitted") == 1)
                 assert await _read_all(stream) == b""  # not even a status byte
                 assert a._streams.bytes_received == 0 and ia.payloads == []
@@ -549,10 +552,8 @@ def test_global_concurrency_and_buffered_bytes_caps():
                 # together they may not buffer more than the cap: the transfer that crosses it is cut
                 for _ in range(8):
                     for s in (s1, s2):
-                        try:
+                        with suppress(Exception):
                             await s.write(b"y" * 8192)
-                        except Exception:
-                            pass
                 await ia.wait_for(lambda: _rejected(a, "payload_busy") == 2, timeout=20)
                 assert a._streams.peak_buffered_bytes <= 64 * 1024
 
@@ -598,9 +599,12 @@ def test_gossipsubs_equivocation_table_keeps_fingerprints_not_messages():
     assert router._check_equivocation(big)
     stored = router.equivocation_detection[big.from_id + big.seqno]
     assert isinstance(stored, _Fingerprint)  # 32 bytes of digest, not 60 KB
-    assert router._check_equivocation(rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["t"], from_id=b"origin",
-                                                      seqno=b"\0" * 8))  # the same message again: fine
-    assert not router._check_equivocation(rpc_pb2.Message(data=b"y" * 60_000, topicIDs=["t"], from_id=b"origin",
-                                                          seqno=b"\0" * 8))  # same id, other content
-    assert not router._check_equivocation(rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["u"], from_id=b"origin",
-                                                          seqno=b"\0" * 8))
+    assert router._check_equivocation(
+        rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["t"], from_id=b"origin", seqno=b"\0" * 8)
+    )  # the same message again: fine
+    assert not router._check_equivocation(
+        rpc_pb2.Message(data=b"y" * 60_000, topicIDs=["t"], from_id=b"origin", seqno=b"\0" * 8)
+    )  # same id, other content
+    assert not router._check_equivocation(
+        rpc_pb2.Message(data=b"x" * 60_000, topicIDs=["u"], from_id=b"origin", seqno=b"\0" * 8)
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from transport_libp2p.p2p_helpers import SWARM, Inbox, make_transport, run
 
 from quinkgl.transport import TransportConfig, TransportError
-from transport_libp2p.p2p_helpers import SWARM, Inbox, make_transport, run
 
 pytestmark = pytest.mark.network
 
@@ -14,12 +14,18 @@ def make_observer(registry):
     from quinkgl_transport_libp2p.params import Libp2pParams
     from quinkgl_transport_libp2p.transport import Libp2pTransport
 
-    config = TransportConfig(swarm_id=SWARM, node_id="monitor", host="127.0.0.1", port=0,
-                             options={"registry_dir": str(registry), "observer": True})
+    config = TransportConfig(
+        swarm_id=SWARM,
+        node_id="monitor",
+        host="127.0.0.1",
+        port=0,
+        options={"registry_dir": str(registry), "observer": True},
+    )
     observer = Libp2pTransport(Libp2pParams(), config)
     inbox = Inbox()
-    observer.set_handlers(on_announcement=inbox.on_announcement, on_payload=inbox.on_payload,
-                          on_peer_lost=inbox.on_peer_lost)
+    observer.set_handlers(
+        on_announcement=inbox.on_announcement, on_payload=inbox.on_payload, on_peer_lost=inbox.on_peer_lost
+    )
     return observer, inbox
 
 

@@ -12,15 +12,17 @@ import struct
 from contextlib import asynccontextmanager
 
 import pytest
+from transport_libp2p.p2p_helpers import SWARM, make_transport, port_of, raw_host, run
 
 from quinkgl_transport_libp2p import framing
 from quinkgl_transport_libp2p.peer_exchange import (
     HEADER_SIZE,
     MAX_ADDR_BLOCK,
-    STAMP,
     MAX_ADDRS,
+    STAMP,
     AddressBook,
     EnvelopeError,
+    _default_stamps,
     addrs_for_origin,
     decode_addr_block,
     decode_envelope,
@@ -28,8 +30,6 @@ from quinkgl_transport_libp2p.peer_exchange import (
     encode_envelope,
     own_addrs,
 )
-from quinkgl_transport_libp2p.peer_exchange import _default_stamps
-from transport_libp2p.p2p_helpers import SWARM, make_transport, port_of, raw_host, run
 
 TAG = framing.swarm_tag(SWARM)
 PID = "12D3KooWEtc2cssnh6jszy7FyXV59Vd2XZmKNguH3ZmBaV3BRhR6"
@@ -116,9 +116,7 @@ def test_malformed_envelopes_are_refused_by_reason():
     assert _reason(encode_envelope(framing.swarm_tag("other"), good_block, b"doc")) == "wrong_swarm"
     # a block length pointing past the end of the message, or over the bound
     assert _reason(_hdr() + struct.pack(">H", 500) + good_block) == "bad_addrs"
-    assert _reason(_hdr() + struct.pack(">H", MAX_ADDR_BLOCK + 1) + b"\x00" * (MAX_ADDR_BLOCK + 1)) == (
-        "bad_addrs"
-    )
+    assert _reason(_hdr() + struct.pack(">H", MAX_ADDR_BLOCK + 1) + b"\x00" * (MAX_ADDR_BLOCK + 1)) == ("bad_addrs")
     assert _reason(encode_envelope(TAG, good_block, b"x" * 1025)) == "too_large"
     assert _reason(_hdr() + b"\x00" * (2 + MAX_ADDR_BLOCK + 2000)) == "too_large"
     assert HEADER_SIZE == 62
@@ -319,9 +317,7 @@ def test_an_address_claiming_another_peer_id_is_ignored():
                 await b.wait_announce_ready(d.peer_id, timeout=10)
                 # The forger files a black-hole address under C's peer ID, and lists C's real address as its
                 # own.
-                block = encode_addr_block(
-                    [f"/ip4/127.0.0.1/tcp/9/p2p/{c.peer_id}", f"/ip4/127.0.0.1/tcp/{port_of(c)}"]
-                )
+                block = encode_addr_block([f"/ip4/127.0.0.1/tcp/9/p2p/{c.peer_id}", f"/ip4/127.0.0.1/tcp/{port_of(c)}"])
                 await publish(encode_envelope(TAG, block, b"doc"))
                 await id_.wait_for(lambda: len(id_.announcements) == 1)
                 await ib.wait_for(lambda: len(ib.announcements) == 1)

@@ -27,6 +27,8 @@ def test_the_factory_builds_a_transport_from_params_and_config():
     from quinkgl_transport_libp2p.plugin import quinkgl_register_transports
 
     spec = quinkgl_register_transports()
-    transport = spec.factory(Libp2pParams(dial_timeout_s=3), TransportConfig(swarm_id="sha256:" + "0" * 64, node_id="n"))
+    transport = spec.factory(
+        Libp2pParams(dial_timeout_s=3), TransportConfig(swarm_id="sha256:" + "0" * 64, node_id="n")
+    )
     assert type(transport).__name__ == "Libp2pTransport"
     assert transport.params.dial_timeout_s == 3

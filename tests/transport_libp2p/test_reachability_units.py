@@ -7,6 +7,7 @@ import socket
 import multiaddr
 import pytest
 import trio
+
 from quinkgl_transport_libp2p import host as host_mod
 from quinkgl_transport_libp2p.doctor import ADVICE, PeerCheck, hint, outside_reachability
 from quinkgl_transport_libp2p.hello import encode, read_message, tcp_probe
@@ -27,7 +28,9 @@ def test_wildcard_listener_announces_interfaces_not_loopback(monkeypatch):
     # operator-given addresses come first; a concrete listen address is kept as it is
     factory = host_mod.make_addrs_factory([multiaddr.Multiaddr("/ip4/203.0.113.7/tcp/7001")])
     assert [str(a) for a in factory([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/5")])] == [
-        "/ip4/203.0.113.7/tcp/7001", "/ip4/127.0.0.1/tcp/5"]
+        "/ip4/203.0.113.7/tcp/7001",
+        "/ip4/127.0.0.1/tcp/5",
+    ]
 
 
 def test_relayed_addresses_parse_and_travel_in_announcements():
@@ -36,8 +39,12 @@ def test_relayed_addresses_parse_and_travel_in_announcements():
     assert own_addrs([relayed, "/ip4/10.213.1.2/tcp/7001"], PEER) == [relayed, "/ip4/10.213.1.2/tcp/7001"]
     kept, ignored = addrs_for_origin(PEER, [relayed])
     assert kept == [relayed] and ignored == 0
-    for bad in ("/ip4/10.213.0.1/tcp/7001/p2p-circuit", f"/ip4/10.213.0.1/tcp/7001/p2p/{RELAY}/p2p-circuit/p2p-circuit",
-                f"/ip4/010.213.0.1/tcp/7001/p2p/{RELAY}/p2p-circuit", "/p2p-circuit"):
+    for bad in (
+        "/ip4/10.213.0.1/tcp/7001/p2p-circuit",
+        f"/ip4/10.213.0.1/tcp/7001/p2p/{RELAY}/p2p-circuit/p2p-circuit",
+        f"/ip4/010.213.0.1/tcp/7001/p2p/{RELAY}/p2p-circuit",
+        "/p2p-circuit",
+    ):
         with pytest.raises(ValueError):
             parse_addr(bad)
 
@@ -61,8 +68,10 @@ def test_tcp_probe_refused_and_ok():
             listening.bind(("127.0.0.1", 0))
             listening.listen(1)
             closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
-            return (await tcp_probe("127.0.0.1", listening.getsockname()[1], 2.0),
-                    await tcp_probe("127.0.0.1", closed.getsockname()[1], 2.0))
+            return (
+                await tcp_probe("127.0.0.1", listening.getsockname()[1], 2.0),
+                await tcp_probe("127.0.0.1", closed.getsockname()[1], 2.0),
+            )
 
     assert trio.run(main) == ("ok", "refused")
 

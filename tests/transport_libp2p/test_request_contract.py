@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
-from quinkgl.transport import MAX_REQUEST_BYTES, RequestRefused, TransportConfig, TransportError
 from transport_libp2p.p2p_helpers import SWARM, make_transport, run
+
+from quinkgl.transport import MAX_REQUEST_BYTES, RequestRefused, TransportConfig, TransportError
 
 _hubs = itertools.count()
 
@@ -21,17 +22,21 @@ async def pair(kind, tmp_path, handler, *, max_payload_bytes=1 << 20):
         from quinkgl.transports.memory import MemoryParams, MemoryTransport
 
         hub = f"contract-{next(_hubs)}"
-        a, b = (MemoryTransport(MemoryParams(hub=hub), TransportConfig(swarm_id=SWARM, node_id=n,
-                                                                       max_payload_bytes=max_payload_bytes))
-                for n in ("a", "b"))
+        a, b = (
+            MemoryTransport(
+                MemoryParams(hub=hub), TransportConfig(swarm_id=SWARM, node_id=n, max_payload_bytes=max_payload_bytes)
+            )
+            for n in ("a", "b")
+        )
     else:
         registry = tmp_path / "registry"
         registry.mkdir(exist_ok=True)
         a, _ = make_transport(name="a", registry_dir=registry, max_payload_bytes=max_payload_bytes)
         b, _ = make_transport(name="b", registry_dir=registry, max_payload_bytes=max_payload_bytes)
     for t in (a, b):
-        t.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None,
-                       on_request=handler if t is b else None)
+        t.set_handlers(
+            on_announcement=lambda s, d: None, on_payload=lambda s, d: None, on_request=handler if t is b else None
+        )
     async with a, b:
         if kind == "libp2p":
             await a.wait_connected([b.peer_id], timeout=10)

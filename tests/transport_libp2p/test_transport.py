@@ -9,9 +9,9 @@ import time
 
 import pytest
 import trio
+from transport_libp2p.p2p_helpers import OTHER_SWARM, SWARM, make_transport, port_of, raw_host, run
 
 from quinkgl.transport import TransportError
-from transport_libp2p.p2p_helpers import OTHER_SWARM, SWARM, make_transport, port_of, raw_host, run
 
 pytestmark = pytest.mark.network
 
@@ -167,7 +167,10 @@ def test_50mb_payload_arrives_intact(registry):
     payload = os.urandom(50 * 1024 * 1024)
 
     async def main():
-        (a, _), (b, ib) = make_transport(registry_dir=registry, name="a"), make_transport(registry_dir=registry, name="b")
+        (a, _), (b, ib) = (
+            make_transport(registry_dir=registry, name="a"),
+            make_transport(registry_dir=registry, name="b"),
+        )
         async with a, b:
             await a.wait_connected([b.peer_id], timeout=10)
             started = time.monotonic()
@@ -214,10 +217,10 @@ def _header(length: int, swarm_id: str = SWARM) -> bytes:
 
 async def _raw_exchange(target, chunks: list[bytes]) -> bytes:
     """Open /quinkgl/model/1.0.0 to ``target`` from a bare host, write ``chunks``, half-close, read until it ends."""
+    import multiaddr
+    from libp2p.network.stream.exceptions import StreamError
     from libp2p.peer.id import ID
     from libp2p.peer.peerinfo import info_from_p2p_addr
-    from libp2p.network.stream.exceptions import StreamError
-    import multiaddr
 
     from quinkgl_transport_libp2p import framing
 
@@ -371,19 +374,18 @@ def test_plaintext_only_dialer_is_refused():
         from quinkgl_transport_libp2p.bootstrap import dial_unknown
 
         a, _ = make_transport(name="a")
-        async with a:
-            async with raw_host(plaintext=True) as insecure:
-                with pytest.raises(Exception):
-                    with trio.fail_after(10):
-                        await insecure.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addrs[0])))
-                assert insecure.get_connected_peers() == []
-                assert a.connected_peers() == []
-                # and our side will not speak plaintext to a plaintext-only listener either
-                port = int(str(insecure.get_transport_addrs()[0]).split("/")[-1])
-                with pytest.raises(TransportError):
-                    with trio.fail_after(10):
-                        await dial_unknown(a.host, "127.0.0.1", port)
-                assert a.connected_peers() == []
+        async with a, raw_host(plaintext=True) as insecure:
+            with pytest.raises(Exception):  # noqa: B017 - py-libp2p raises unrelated types for a refused handshake
+                with trio.fail_after(10):
+                    await insecure.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addrs[0])))
+            assert insecure.get_connected_peers() == []
+            assert a.connected_peers() == []
+            # and our side will not speak plaintext to a plaintext-only listener either
+            port = int(str(insecure.get_transport_addrs()[0]).split("/")[-1])
+            with pytest.raises(TransportError):
+                with trio.fail_after(10):
+                    await dial_unknown(a.host, "127.0.0.1", port)
+            assert a.connected_peers() == []
 
     run(main)
 

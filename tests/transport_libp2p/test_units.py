@@ -88,14 +88,14 @@ def test_framing_refuses_before_reading_the_payload(header, reason):
 
 def test_framing_detects_truncation_and_a_wrong_digest():
     async def main():
-        a, b, left, _ = _pair()
+        _a, b, left, _ = _pair()
         await left.send_all(framing.encode_header(TAG, 10) + b"12345")
         await left.send_eof()
         with pytest.raises(framing.FrameError) as info:
             await framing.receive_payload(b, tag=TAG, max_bytes=100, idle_timeout=5)
         assert info.value.reason == "truncated"
 
-        a, b, left, _ = _pair()
+        _a, b, left, _ = _pair()
         await left.send_all(framing.encode_header(TAG, 4) + b"abcd" + bytes(32))
         with pytest.raises(framing.FrameError) as info:
             await framing.receive_payload(b, tag=TAG, max_bytes=100, idle_timeout=5)
@@ -201,8 +201,17 @@ def test_bootstrap_forms(text, host, port, peer, is_name):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "::1:4001", "/ip4/127.0.0.1/udp/4001",
-     "/ip4/notanip/tcp/1", "127.0.0.1:4001/p2p/not-base58!", "/ip4/127.0.0.1/tcp/4001/p2p"],
+    [
+        "",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "::1:4001",
+        "/ip4/127.0.0.1/udp/4001",
+        "/ip4/notanip/tcp/1",
+        "127.0.0.1:4001/p2p/not-base58!",
+        "/ip4/127.0.0.1/tcp/4001/p2p",
+    ],
 )
 def test_bad_bootstrap_addresses_are_clear_errors(text):
     with pytest.raises(BootstrapAddrError):

@@ -13,11 +13,12 @@ passed the finite/shape check is reported as used, since each contributes its cl
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from quinkgl.aggregation import AggregationResult, ModelUpdate
 
+from quinkgl.aggregation import AggregationResult, ModelUpdate
 from quinkgl_agg_robust.params import CenteredClippingParams
 from quinkgl_agg_robust.stack import ModelStack
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from quinkgl.aggregation import AggregationResult, ModelUpdate
 
+from quinkgl.aggregation import AggregationResult, ModelUpdate
 from quinkgl_agg_robust.params import MedianParams, TrimmedMeanParams, resolve_f
 from quinkgl_agg_robust.stack import ModelStack
 
@@ -56,8 +57,11 @@ def sorting_network(n: int, outputs: tuple[int, ...]) -> tuple[tuple[int, int], 
     return tuple(reversed(kept))
 
 
-def _sorted_rows(source: torch.Tensor | ModelStack, outputs: Sequence[int],
-                 reduce: Callable[[list[torch.Tensor], torch.Tensor], None]) -> torch.Tensor:
+def _sorted_rows(
+    source: torch.Tensor | ModelStack,
+    outputs: Sequence[int],
+    reduce: Callable[[list[torch.Tensor], torch.Tensor], None],
+) -> torch.Tensor:
     """Sort every column of ``matrix`` with a comparator network, block by block, and ``reduce`` each block.
 
     ``torch.sort`` along dim 0 sorts each short column on its own and is slow; a sorting network is elementwise

@@ -16,11 +16,11 @@ whatever it claims (a share of at most 3 / (3 + floor(n / 2)) of the n models' m
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from quinkgl.aggregation import AggregationResult, ModelUpdate, bounded_weights
 from quinkgl.datapolicy import label_distribution
-
 from quinkgl_agg_robust.params import EntropyWeightedAvgParams
 from quinkgl_agg_robust.stack import ModelStack
 

@@ -11,11 +11,12 @@ every received sender is reported as excluded. Ties go to the lower row, so the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from quinkgl.aggregation import AggregationResult, ModelUpdate
 
+from quinkgl.aggregation import AggregationResult, ModelUpdate
 from quinkgl_agg_robust.params import KrumParams, MultiKrumParams, resolve_f
 from quinkgl_agg_robust.stack import ModelStack
 

@@ -7,7 +7,7 @@ manifest's ``byzantine_f``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 
@@ -15,7 +15,7 @@ _non_negative = attrs.validators.optional(attrs.validators.ge(0))
 _positive = attrs.validators.optional(attrs.validators.ge(1))
 
 
-def resolve_f(f: Optional[int], manifest: Any) -> int:
+def resolve_f(f: int | None, manifest: Any) -> int:
     """The number of Byzantine peers to tolerate: the params' ``f``, else the manifest's ``byzantine_f``, else 0."""
     if f is not None:
         return f
@@ -26,23 +26,23 @@ def resolve_f(f: Optional[int], manifest: Any) -> int:
 class KrumParams:
     """``f``: Byzantine peers tolerated (default: the manifest's ``byzantine_f``)."""
 
-    f: Optional[int] = attrs.field(default=None, validator=_non_negative)
+    f: int | None = attrs.field(default=None, validator=_non_negative)
 
 
 @attrs.frozen
 class MultiKrumParams:
     """``f`` as for Krum; ``m``: how many best-scored models to average (default n - f of the models present)."""
 
-    f: Optional[int] = attrs.field(default=None, validator=_non_negative)
-    m: Optional[int] = attrs.field(default=None, validator=_positive)
+    f: int | None = attrs.field(default=None, validator=_non_negative)
+    m: int | None = attrs.field(default=None, validator=_positive)
 
 
 @attrs.frozen
 class TrimmedMeanParams:
     """Trim ``f`` values (default ``byzantine_f``) or, when set, ``trim_ratio`` × n values from each end."""
 
-    f: Optional[int] = attrs.field(default=None, validator=_non_negative)
-    trim_ratio: Optional[float] = attrs.field(
+    f: int | None = attrs.field(default=None, validator=_non_negative)
+    trim_ratio: float | None = attrs.field(
         default=None,
         validator=attrs.validators.optional([attrs.validators.ge(0.0), attrs.validators.lt(0.5)]),
     )
@@ -64,5 +64,5 @@ class EntropyWeightedAvgParams:
 class CenteredClippingParams:
     """``tau``: clipping radius (L2, whole model; default adaptive, see the README); ``iterations``: refinements."""
 
-    tau: Optional[float] = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0.0)))
+    tau: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0.0)))
     iterations: int = attrs.field(default=3, validator=[attrs.validators.ge(1), attrs.validators.le(100)])

@@ -7,7 +7,6 @@ when a peer actually builds the rule.
 from __future__ import annotations
 
 from quinkgl.plugins import AggregatorSpec, hookimpl
-
 from quinkgl_agg_robust.params import (
     CenteredClippingParams,
     EntropyWeightedAvgParams,
@@ -57,16 +56,35 @@ def _centered_clipping(params, manifest):
 @hookimpl
 def quinkgl_register_aggregators():
     return [
-        AggregatorSpec(name="Krum", factory=_krum, params=KrumParams,
-                       description="keep the model closest to its n-f-2 nearest neighbours"),
-        AggregatorSpec(name="MultiKrum", factory=_multi_krum, params=MultiKrumParams,
-                       description="average the m models with the best Krum scores"),
-        AggregatorSpec(name="TrimmedMean", factory=_trimmed_mean, params=TrimmedMeanParams,
-                       description="coordinatewise mean without the f largest and smallest values"),
-        AggregatorSpec(name="Median", factory=_median, params=MedianParams,
-                       description="coordinatewise median"),
-        AggregatorSpec(name="EntropyWeightedAvg", factory=_entropy_weighted_avg, params=EntropyWeightedAvgParams,
-                       description="sample-weighted average favouring balanced label histograms"),
-        AggregatorSpec(name="CenteredClipping", factory=_centered_clipping, params=CenteredClippingParams,
-                       description="move the own model by the mean of clipped differences"),
+        AggregatorSpec(
+            name="Krum",
+            factory=_krum,
+            params=KrumParams,
+            description="keep the model closest to its n-f-2 nearest neighbours",
+        ),
+        AggregatorSpec(
+            name="MultiKrum",
+            factory=_multi_krum,
+            params=MultiKrumParams,
+            description="average the m models with the best Krum scores",
+        ),
+        AggregatorSpec(
+            name="TrimmedMean",
+            factory=_trimmed_mean,
+            params=TrimmedMeanParams,
+            description="coordinatewise mean without the f largest and smallest values",
+        ),
+        AggregatorSpec(name="Median", factory=_median, params=MedianParams, description="coordinatewise median"),
+        AggregatorSpec(
+            name="EntropyWeightedAvg",
+            factory=_entropy_weighted_avg,
+            params=EntropyWeightedAvgParams,
+            description="sample-weighted average favouring balanced label histograms",
+        ),
+        AggregatorSpec(
+            name="CenteredClipping",
+            factory=_centered_clipping,
+            params=CenteredClippingParams,
+            description="move the own model by the mean of clipped differences",
+        ),
     ]

@@ -13,9 +13,10 @@ larger than one tensor. Weighted means go through core's :func:`quinkgl.aggregat
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
+
 from quinkgl.aggregation import AggregationResult, ModelUpdate, weighted_mean
 
 
@@ -68,13 +69,13 @@ class ModelStack:
         width = column_block(n, d)
         gram = torch.zeros((n, n), dtype=self.dtype, device=self.device)
         buffer = torch.empty((n, max(1, min(width, d))), dtype=self.dtype, device=self.device)
-        for name, size in zip(self.names, self.sizes):
+        for name, size in zip(self.names, self.sizes, strict=False):
             flat = [u.tensors[name].detach().reshape(-1) for u in updates]
             anchor = flat[0].to(self.device, self.dtype)
             for start in range(0, size, width):
                 stop = min(start + width, size)
                 block = buffer[:, : stop - start]
-                for row, values in zip(block, flat):
+                for row, values in zip(block, flat, strict=False):
                     torch.sub(values[start:stop].to(self.device), anchor[start:stop], out=row)
                 gram.addmm_(block, block.T)
         finite = torch.isfinite(gram.diagonal()).tolist()
@@ -101,10 +102,10 @@ class ModelStack:
     def copy_columns(self, start: int, stop: int, out: torch.Tensor) -> None:
         """Write columns ``[start, stop)`` of the usable models' rows into ``out`` straight from their tensors."""
         offset = 0
-        for name, size in zip(self.names, self.sizes):
+        for name, size in zip(self.names, self.sizes, strict=False):
             low, high = max(start, offset), min(stop, offset + size)
             if low < high:
-                for row, update in zip(out, self.updates):
+                for row, update in zip(out, self.updates, strict=False):
                     values = update.tensors[name].detach().reshape(-1)
                     row[low - start : high - start].copy_(values[low - offset : high - offset])
             offset += size
@@ -130,21 +131,21 @@ class ModelStack:
         tensors = update.tensors
         return all(
             name in tensors and tensors[name].is_floating_point() and tensors[name].shape == shape
-            for name, shape in zip(self.names, self.shapes)
+            for name, shape in zip(self.names, self.shapes, strict=False)
         )
 
     def _flatten(self, updates: Sequence[ModelUpdate]) -> tuple[torch.Tensor, list[ModelUpdate]]:
         """Copy each model straight into its row, then drop rows with a NaN or infinity by moving the later rows
         up in place (the own model, row 0, is kept even if training diverged). Returns the filled rows."""
         matrix = torch.empty((len(updates), sum(self.sizes)), dtype=self.dtype, device=self.device)
-        for row, update in zip(matrix, updates):
+        for row, update in zip(matrix, updates, strict=False):
             offset = 0
-            for name, size in zip(self.names, self.sizes):
+            for name, size in zip(self.names, self.sizes, strict=False):
                 row[offset : offset + size].copy_(update.tensors[name].detach().reshape(-1))
                 offset += size
         finite = [True] + [bool(torch.isfinite(row).all()) for row in matrix[1:]]  # d bools at a time
         kept: list[ModelUpdate] = []
-        for index, (update, ok) in enumerate(zip(updates, finite)):
+        for index, (update, ok) in enumerate(zip(updates, finite, strict=False)):
             if ok:
                 if len(kept) != index:
                     matrix[len(kept)].copy_(matrix[index])
@@ -153,7 +154,7 @@ class ModelStack:
 
     def tensors(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unflatten one row into a state dict shaped like the own model (integer buffers copied from it)."""
-        pieces = dict(zip(self.names, torch.split(row, self.sizes))) if self.names else {}
+        pieces = dict(zip(self.names, torch.split(row, self.sizes), strict=False)) if self.names else {}
         result: dict[str, torch.Tensor] = {}
         for name, original in self.own.tensors.items():
             if name in pieces:

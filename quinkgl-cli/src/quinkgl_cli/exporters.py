@@ -12,7 +12,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from quinkgl.errors import PluginError, QuinkGLError
 from quinkgl.plugins.hookspecs import hookimpl
@@ -21,8 +22,22 @@ log = logging.getLogger("quinkgl.metrics")
 INSTALL_HINT = "pip install 'quinkgl-cli[metrics]'"
 
 #: Record keys written as TensorBoard scalars (when present and numeric).
-SCALARS = ("val_accuracy", "val_loss", "accuracy", "loss", "peers", "samples", "bytes_sent", "bytes_received",
-           "updates_sent", "updates_accepted", "updates_rejected", "train_seconds", "eval_seconds", "round_seconds")
+SCALARS = (
+    "val_accuracy",
+    "val_loss",
+    "accuracy",
+    "loss",
+    "peers",
+    "samples",
+    "bytes_sent",
+    "bytes_received",
+    "updates_sent",
+    "updates_accepted",
+    "updates_rejected",
+    "train_seconds",
+    "eval_seconds",
+    "round_seconds",
+)
 
 
 def _number(value: Any) -> float | None:
@@ -50,7 +65,7 @@ class PrometheusExporter:
         self._record: dict[str, Any] = {}
         self._counters: dict[str, Any] = {}
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]  # a collector: has collect()
+        self.registry.register(self)  # a collector: has collect()
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
@@ -77,8 +92,9 @@ class PrometheusExporter:
         with self._lock:
             record, counters = dict(self._record), dict(self._counters)
         info = InfoMetricFamily("quinkgl_peer", "This peer's node ID and peer ID.")
-        info.add_metric([], {"node_id": str(counters.get("node_id", self.node_id)),
-                             "peer_id": str(counters.get("peer_id", ""))})
+        info.add_metric(
+            [], {"node_id": str(counters.get("node_id", self.node_id)), "peer_id": str(counters.get("peer_id", ""))}
+        )
         yield info
         gauges = {
             "quinkgl_round": ("Last completed round.", record.get("round", 0)),
@@ -102,8 +118,9 @@ class PrometheusExporter:
         for name, (documentation, key) in totals.items():
             number = _number(counters.get(key, record.get(key, 0)))
             yield CounterMetricFamily(name, documentation, value=number or 0.0)
-        rejected = CounterMetricFamily("quinkgl_updates_rejected", "Inbound messages rejected since start, by reason.",
-                                       labels=["reason"])
+        rejected = CounterMetricFamily(
+            "quinkgl_updates_rejected", "Inbound messages rejected since start, by reason.", labels=["reason"]
+        )
         for reason, count in sorted((counters.get("rejected") or {}).items()):
             rejected.add_metric([str(reason)], float(count))
         yield rejected
@@ -146,8 +163,9 @@ class TensorBoardExporter:
         self.writer.close()
 
 
-def start_exporters(registry: Any, *, metrics_host: str, metrics_port: int | None, tensorboard: str | None,
-                    node_id: str) -> list[Any]:
+def start_exporters(
+    registry: Any, *, metrics_host: str, metrics_port: int | None, tensorboard: str | None, node_id: str
+) -> list[Any]:
     """Create the requested exporters and register them as plugins on ``registry``; returns them (to close)."""
     exporters: list[Any] = []
     if tensorboard is not None:

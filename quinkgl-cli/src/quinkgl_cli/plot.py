@@ -14,10 +14,12 @@ def plot_accuracy(history: dict[str, list[dict[str, Any]]], path: str, title: st
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    for node, rounds in sorted(history.items(), key=lambda item: int(item[0].rsplit("-", 1)[-1]) if item[0].rsplit("-", 1)[-1].isdigit() else 0):
+    for node, rounds in sorted(
+        history.items(), key=lambda item: int(item[0].rsplit("-", 1)[-1]) if item[0].rsplit("-", 1)[-1].isdigit() else 0
+    ):
         points = [(m["round"], m["val_accuracy"]) for m in rounds if m.get("val_accuracy") is not None]
         if points:
-            axes.plot(*zip(*points), marker="o", markersize=3, linewidth=1, label=node)
+            axes.plot(*zip(*points, strict=False), marker="o", markersize=3, linewidth=1, label=node)
     axes.set_xlabel("round")
     axes.set_ylabel("validation accuracy")
     axes.set_title(title)

@@ -24,9 +24,15 @@ class _LiveBar:
 
             from quinkgl_cli.terminal import console
 
-            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console(),
-                                      redirect_stdout=True)
+            self._progress = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console(),
+                redirect_stdout=True,
+            )
             self._progress.__enter__()
             self._task = self._progress.add_task("starting", total=self.total)
         return self

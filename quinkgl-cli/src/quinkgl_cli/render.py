@@ -15,7 +15,11 @@ def manifest_table(manifest: Any, signature: str, expired: bool) -> Any:
     task = manifest.task
     rows = [
         ("Swarm ID", manifest.swarm_id),
-        ("Task", f"{task.type}: input {list(task.input_shape)} -> output {list(task.output_shape)}, labels {task.label_type}"),
+        (
+            "Task",
+            f"{task.type}: input {list(task.input_shape)} -> output {list(task.output_shape)}, "
+            f"labels {task.label_type}",
+        ),
         ("Data schema", manifest.data_schema_hash),
         ("Model", f"{manifest.model.framework} {manifest.model.arch_hash}"),
         ("Aggregation", _component(manifest.aggregation)),
@@ -44,7 +48,7 @@ def _component(component: Any) -> str:
     return f"{component.name} ({params})"
 
 
-def components_table(registry: Any, known: dict[str, list[str]]) -> Any:
+def components_table(registry: Any, known: dict[str, list[tuple[str, str]]]) -> Any:
     """Registered components with their providing distribution, plus first-party ones not installed."""
     from rich.table import Table
 
@@ -68,13 +72,17 @@ def simulation_table(summaries: list[dict[str, Any]], shard_sizes: list[int]) ->
     table = Table(title="Simulation", title_justify="left")
     for column in ("peer", "samples", "rounds", "final val acc", "sent", "received", "accepted", "rejected"):
         table.add_column(column, justify="right" if column != "peer" else "left")
-    for summary, size in zip(summaries, shard_sizes):
+    for summary, size in zip(summaries, shard_sizes, strict=False):
         accuracy = summary["val_accuracy"]
         table.add_row(
-            summary["node_id"], str(size), str(summary["rounds"]),
+            summary["node_id"],
+            str(size),
+            str(summary["rounds"]),
             f"{accuracy:.4f}" if accuracy is not None else "-",
-            human_bytes(summary["bytes_sent"]), human_bytes(summary["bytes_received"]),
-            str(summary["updates_accepted"]), str(summary["updates_rejected"]),
+            human_bytes(summary["bytes_sent"]),
+            human_bytes(summary["bytes_received"]),
+            str(summary["updates_accepted"]),
+            str(summary["updates_rejected"]),
         )
     return table
 

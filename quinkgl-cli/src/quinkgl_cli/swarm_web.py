@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from quinkgl.errors import QuinkGLError, UsageError
 
@@ -147,7 +148,7 @@ class SwarmWebServer:
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]]):
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._reply(200, "text/html; charset=utf-8", page(snapshot()))
@@ -161,8 +162,10 @@ class SwarmWebServer:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
-                                 "style-src 'unsafe-inline'")
+                self.send_header(
+                    "Content-Security-Policy",
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                )
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def console(stderr: bool = False) -> Any:
     """The shared rich Console for stdout (or stderr)."""
     from rich.console import Console

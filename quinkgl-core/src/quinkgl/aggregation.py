@@ -6,7 +6,8 @@ thread (torch releases the GIL), so it may take a few milliseconds without stall
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -73,8 +74,9 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def weighted_mean(updates: Sequence[ModelUpdate], weights: Sequence[float],
-                  like: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+def weighted_mean(
+    updates: Sequence[ModelUpdate], weights: Sequence[float], like: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The weighted mean of ``updates`` (weights normalised here; all-zero weights mean uniform).
 
     Shaped, typed and placed like ``like`` (default: the first update, i.e. the own model): each floating tensor
@@ -97,7 +99,7 @@ def weighted_mean(updates: Sequence[ModelUpdate], weights: Sequence[float],
             result[name] = first.clone()
             continue
         acc = torch.zeros(first.shape, dtype=accumulation_dtype(first.dtype), device=first.device)
-        for update, share in zip(updates, shares):
+        for update, share in zip(updates, shares, strict=False):
             if share:
                 acc.add_(update.tensors[name].detach().to(first.device), alpha=share)
         result[name] = acc.to(first.dtype)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 INFLATED_SAMPLES = 2**50
 
 # name -> (parameter name, default value); None: the attack takes no parameter.
-ATTACKS: dict[str, Optional[tuple[str, Optional[float]]]] = {
+ATTACKS: dict[str, tuple[str, float | None] | None] = {
     "signflip": ("lambda", 1.0),
     "gaussian": ("sigma", 1.0),
     "scale": ("lambda", 10.0),
@@ -68,7 +69,7 @@ class ByzantineSpec:
 
     count: int
     attack: str
-    param: Optional[float] = None
+    param: float | None = None
 
     def __str__(self) -> str:
         return f"{self.count}:{self.attack}" + (f":{self.param:g}" if self.param is not None else "")
@@ -84,7 +85,7 @@ def parse_byzantine(text: str) -> ByzantineSpec:
         raise QuinkGLError(f"--byzantine {text!r}: K must be a positive whole number of peers; {usage()}")
     if attack not in ATTACKS:
         raise QuinkGLError(f"--byzantine {text!r}: unknown attack {attack!r}; {usage()}")
-    param: Optional[float] = None
+    param: float | None = None
     if len(pieces) == 3:
         spec = ATTACKS[attack]
         if spec is None:
@@ -94,8 +95,10 @@ def parse_byzantine(text: str) -> ByzantineSpec:
         except ValueError:
             raise QuinkGLError(f"--byzantine {text!r}: {spec[0]} must be a number; {usage()}") from None
         if not math.isfinite(param) or (attack == "gaussian" and param < 0):
-            raise QuinkGLError(f"--byzantine {text!r}: {spec[0]} must be a finite number"
-                               f"{' >= 0' if attack == 'gaussian' else ''}; {usage()}")
+            raise QuinkGLError(
+                f"--byzantine {text!r}: {spec[0]} must be a finite number"
+                f"{' >= 0' if attack == 'gaussian' else ''}; {usage()}"
+            )
     return ByzantineSpec(int(count_text), attack, param)
 
 
@@ -115,13 +118,13 @@ class Attack:
     on the tensors it is about to send."""
 
     name: str
-    param: Optional[float] = None
+    param: float | None = None
     seed: int = 0
-    honest_models: Optional[HonestModels] = None
+    honest_models: HonestModels | None = None
     peers: int = 0
     hostile: int = 0
     push_all: bool = True  # send to every known peer every round, not just the topology's choice
-    _base: Optional[dict[str, Any]] = None
+    _base: dict[str, Any] | None = None
     _round: int = 0
 
     @property

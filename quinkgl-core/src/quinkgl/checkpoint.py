@@ -57,8 +57,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from quinkgl.fsutil import atomic_write_bytes, fsync_directory, read_regular_file
 from quinkgl.errors import CheckpointInUseError, QuinkGLError
+from quinkgl.fsutil import atomic_write_bytes, fsync_directory, read_regular_file
 
 __all__ = ["Checkpoint", "CheckpointDirError", "CheckpointStore", "MetricsLog", "SkippedCheckpoint"]
 
@@ -196,7 +196,7 @@ def _decode_tree(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(node, dict):
         if len(node) != 1:
             raise ValueError(f"malformed optimizer node {node!r}")
-        (tag, payload), = node.items()
+        ((tag, payload),) = node.items()
         if tag == "dict":
             return {k: _decode_tree(v, tensors) for k, v in payload}
         if tag == "tuple":
@@ -522,9 +522,9 @@ class MetricsLog:
                 raise CheckpointDirError(f"{self.path} is not a regular file; remove it")
             # A crash can leave a last line without its newline; start a fresh line so the new record stays readable.
             prefix = "\n" if info.st_size > 0 and os.pread(fd, 1, info.st_size - 1) != b"\n" else ""
-            data = f"{prefix}{line}\n".encode("utf-8")
+            data = f"{prefix}{line}\n".encode()
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
 

@@ -12,7 +12,8 @@ import functools
 import math
 import random
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -25,7 +26,7 @@ SIMILARITY_THRESHOLD = 0.5
 HISTOGRAM_SENSITIVITY = 1.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def noise_std(level: str) -> float:
     """Standard deviation of the Gaussian noise that makes one histogram release (ε, δ)-DP for ``level``.
 
@@ -39,8 +40,14 @@ def noise_std(level: str) -> float:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns about log(0) inside the PRV grid at sample rate 1
-        multiplier = get_noise_multiplier(target_epsilon=epsilon, target_delta=PRIVACY_DELTA, sample_rate=1.0,
-                                          steps=1, accountant="prv", epsilon_tolerance=0.005)
+        multiplier = get_noise_multiplier(
+            target_epsilon=epsilon,
+            target_delta=PRIVACY_DELTA,
+            sample_rate=1.0,
+            steps=1,
+            accountant="prv",
+            epsilon_tolerance=0.005,
+        )
     return float(multiplier) * HISTOGRAM_SENSITIVITY
 
 
@@ -63,7 +70,9 @@ class DefaultDataPolicyParams:
     CyclonTopology — chooses only among peers whose label histogram overlaps this peer's by at least
     :data:`SIMILARITY_THRESHOLD`; see :func:`collaborators`)."""
 
-    fingerprint: str = attrs.field(default="label_histogram", validator=attrs.validators.in_(("none", "label_histogram")))
+    fingerprint: str = attrs.field(
+        default="label_histogram", validator=attrs.validators.in_(("none", "label_histogram"))
+    )
     privacy_level: str = attrs.field(default="medium", validator=attrs.validators.in_(tuple(PRIVACY_EPSILON)))
     collaboration_mode: str = attrs.field(default="open", validator=attrs.validators.in_(("open", "similar")))
 
@@ -102,7 +111,7 @@ def collaboration_mode(manifest: Any) -> str:
 
 def overlap(p: Sequence[float], q: Sequence[float]) -> float:
     """``Σ min(p_c, q_c)`` of two distributions (missing classes count as zero): 1 identical, 0 disjoint."""
-    return sum(min(a, b) for a, b in zip(p, q))  # classes beyond the shorter one contribute min(x, 0) = 0
+    return sum(min(a, b) for a, b in zip(p, q, strict=False))  # classes beyond the shorter one contribute min(x, 0) = 0
 
 
 def collaborators(own_id: str, candidates: Sequence[Any], mode: str) -> list[Any]:
@@ -112,8 +121,7 @@ def collaborators(own_id: str, candidates: Sequence[Any], mode: str) -> list[Any
     ``similar`` is a promise not to learn from dissimilar data)."""
     if mode != "similar":
         return list(candidates)
-    own = next((label_distribution(c.metadata.get("label_histogram")) for c in candidates if c.peer_id == own_id),
-               None)
+    own = next((label_distribution(c.metadata.get("label_histogram")) for c in candidates if c.peer_id == own_id), None)
     kept = []
     for candidate in candidates:
         if candidate.peer_id == own_id:

@@ -9,15 +9,24 @@ Random augmentations are kept: such datasets go through their own DataLoader eve
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import attrs
 
 log = logging.getLogger("quinkgl.data")
 
 _DETERMINISTIC = {
-    "ToTensor", "Normalize", "PILToTensor", "ConvertImageDtype", "Resize", "CenterCrop", "Grayscale", "ToDtype",
-    "ToImage", "Compose",
+    "ToTensor",
+    "Normalize",
+    "PILToTensor",
+    "ConvertImageDtype",
+    "Resize",
+    "CenterCrop",
+    "Grayscale",
+    "ToDtype",
+    "ToImage",
+    "Compose",
 }
 MAX_MATERIALIZE_BYTES = 4 * 1024**3
 
@@ -72,7 +81,7 @@ def is_deterministic(dataset: Any) -> bool:
     return all(name in _DETERMINISTIC for name in names)
 
 
-def _vectorised(dataset: Any) -> Optional[tuple[Any, Any]]:
+def _vectorised(dataset: Any) -> tuple[Any, Any] | None:
     """ToTensor(+Normalize) over a torchvision dataset's ``.data`` array in one go; None if not applicable."""
     import torch
 
@@ -95,7 +104,7 @@ def _vectorised(dataset: Any) -> Optional[tuple[Any, Any]]:
     return x.contiguous(), torch.as_tensor(targets).long()
 
 
-def materialize(dataset: Any) -> Optional[tuple[Any, Any]]:
+def materialize(dataset: Any) -> tuple[Any, Any] | None:
     """All samples of a deterministic dataset as ``(inputs, labels)`` tensors, or None to keep the loader."""
     import torch
 
@@ -104,7 +113,7 @@ def materialize(dataset: Any) -> Optional[tuple[Any, Any]]:
     n = len(dataset)
     if n == 0:
         return None
-    first_x, first_y = dataset[0]
+    first_x, _first_y = dataset[0]
     if not isinstance(first_x, torch.Tensor):
         return None
     if first_x.numel() * first_x.element_size() * n > MAX_MATERIALIZE_BYTES:
@@ -120,7 +129,7 @@ def materialize(dataset: Any) -> Optional[tuple[Any, Any]]:
                 break
     if fast is not None:
         return fast
-    xs, ys = zip(*(dataset[i] for i in range(n)))
+    xs, ys = zip(*(dataset[i] for i in range(n)), strict=False)
     return torch.stack(list(xs)), torch.as_tensor([int(y) if not isinstance(y, torch.Tensor) else y for y in ys])
 
 
@@ -135,8 +144,9 @@ def loader_shuffles(loader: Any) -> bool:
     return type(sampler).__name__ == "RandomSampler"
 
 
-def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = None,
-                tensors: Optional[tuple[Any, Any]] = None) -> Any:
+def fast_loader(
+    loader: Any, seed: int = 0, indices: Sequence[int] | None = None, tensors: tuple[Any, Any] | None = None
+) -> Any:
     """A :class:`TensorBatches` equivalent of ``loader`` (optionally a subset), or a subset DataLoader fallback.
 
     ``tensors``: the loader's dataset already materialised, so many shards of one dataset convert it once."""
@@ -155,6 +165,7 @@ def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = N
         return loader
     from torch.utils.data import DataLoader, Subset
 
+    assert dataset is not None  # a loader without a dataset was returned above
     return DataLoader(
         Subset(dataset, list(indices)),
         batch_size=loader_batch_size(loader),
@@ -164,7 +175,7 @@ def fast_loader(loader: Any, seed: int = 0, indices: Optional[Sequence[int]] = N
     )
 
 
-def dataset_labels(loader: Any) -> Optional[list[int]]:
+def dataset_labels(loader: Any) -> list[int] | None:
     """Every label of a loader's dataset, read without running its transforms when possible."""
     if isinstance(loader, TensorBatches):  # first: a shard's batches hold exactly the shard's labels
         return [int(t) for t in loader.labels.tolist()]

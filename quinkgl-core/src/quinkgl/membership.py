@@ -22,7 +22,7 @@ import datetime as dt
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -52,7 +52,7 @@ class MembershipCertificate:
     swarm_id: str
     peer_id: str
     issued_at: str
-    expires_at: Optional[str]
+    expires_at: str | None
     creator_pubkey: str
     signature: str = ""
 
@@ -66,20 +66,32 @@ class MembershipCertificate:
         doc.pop("signature")
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def expires_at_unix(self) -> Optional[float]:
+    def expires_at_unix(self) -> float | None:
         """``expires_at`` as a POSIX timestamp (None: never expires)."""
         return None if self.expires_at is None else parse_time(self.expires_at).timestamp()
 
 
-def issue_certificate(key: Ed25519PrivateKey, *, swarm_id: str, peer_id: str, expires_at: Optional[str] = None,
-                      now: Optional[dt.datetime] = None) -> MembershipCertificate:
+def issue_certificate(
+    key: Ed25519PrivateKey,
+    *,
+    swarm_id: str,
+    peer_id: str,
+    expires_at: str | None = None,
+    now: dt.datetime | None = None,
+) -> MembershipCertificate:
     """A certificate admitting ``peer_id`` to ``swarm_id``, signed with the creator's ``key``."""
-    unsigned = parse_certificate({
-        "format": CERT_FORMAT, "version": CERT_VERSION, "swarm_id": swarm_id, "peer_id": peer_id,
-        "issued_at": format_time(now or utc_now()),
-        "expires_at": None if expires_at is None else format_time(_parse_expiry(expires_at)),
-        "creator_pubkey": keys.public_key_text(key), "signature": "ed25519:" + "0" * 128,
-    })
+    unsigned = parse_certificate(
+        {
+            "format": CERT_FORMAT,
+            "version": CERT_VERSION,
+            "swarm_id": swarm_id,
+            "peer_id": peer_id,
+            "issued_at": format_time(now or utc_now()),
+            "expires_at": None if expires_at is None else format_time(_parse_expiry(expires_at)),
+            "creator_pubkey": keys.public_key_text(key),
+            "signature": "ed25519:" + "0" * 128,
+        }
+    )
     return attrs.evolve(unsigned, signature=keys.sign(key, unsigned.signed_bytes()))
 
 
@@ -99,7 +111,10 @@ def parse_certificate(obj: Any) -> MembershipCertificate:
     if set(obj) != set(_FIELDS):
         raise MembershipError(f"membership certificate fields must be exactly {', '.join(_FIELDS)}", "malformed")
     checks = (
-        ("swarm_id", _SWARM_RE), ("peer_id", _PEER_ID_RE), ("creator_pubkey", keys_re(64)), ("signature", keys_re(128)),
+        ("swarm_id", _SWARM_RE),
+        ("peer_id", _PEER_ID_RE),
+        ("creator_pubkey", keys_re(64)),
+        ("signature", keys_re(128)),
     )
     for field, pattern in checks:
         value = obj[field]
@@ -120,19 +135,25 @@ def keys_re(hex_digits: int) -> re.Pattern[str]:
     return re.compile(rf"ed25519:[0-9a-f]{{{hex_digits}}}")
 
 
-def check_certificate(cert: MembershipCertificate, *, swarm_id: str, creator_pubkey: Optional[str], peer_id: str,
-                      now: Optional[dt.datetime] = None) -> None:
+def check_certificate(
+    cert: MembershipCertificate,
+    *,
+    swarm_id: str,
+    creator_pubkey: str | None,
+    peer_id: str,
+    now: dt.datetime | None = None,
+) -> None:
     """Raise :class:`MembershipError` unless ``cert`` admits ``peer_id`` to ``swarm_id`` now, signed by the creator."""
     if creator_pubkey is None:
-        raise MembershipError("a certified swarm needs a signed manifest (its creator issues the certificates)",
-                              "wrong_creator")
+        raise MembershipError(
+            "a certified swarm needs a signed manifest (its creator issues the certificates)", "wrong_creator"
+        )
     if cert.creator_pubkey != creator_pubkey:
         raise MembershipError("the membership certificate was not issued by the manifest's creator", "wrong_creator")
     if not keys.verify(creator_pubkey, cert.signature, cert.signed_bytes()):
         raise MembershipError("the membership certificate's signature does not verify", "bad_signature")
     if cert.swarm_id != swarm_id:
-        raise MembershipError(f"the membership certificate is for swarm {cert.swarm_id}, not {swarm_id}",
-                              "other_swarm")
+        raise MembershipError(f"the membership certificate is for swarm {cert.swarm_id}, not {swarm_id}", "other_swarm")
     if cert.peer_id != peer_id:
         raise MembershipError(f"the membership certificate is for peer {cert.peer_id}, not {peer_id}", "other_peer")
     if cert.expires_at is not None and (now or utc_now()) >= parse_time(cert.expires_at):
@@ -144,8 +165,9 @@ def load_certificate(path: str | os.PathLike[str]) -> MembershipCertificate:
     try:
         raw = read_regular_file(path, MAX_CERT_BYTES)
     except OSError as err:
-        raise MembershipError(f"cannot read membership certificate {os.fspath(path)}: {err.strerror}",
-                              "missing") from None
+        raise MembershipError(
+            f"cannot read membership certificate {os.fspath(path)}: {err.strerror}", "missing"
+        ) from None
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -218,11 +240,11 @@ class MembershipGate:
     Verified certificates are remembered per sender (by signature), so a peer announcing every second costs one
     signature check, not one per announcement."""
 
-    def __init__(self, swarm_id: str, creator_pubkey: Optional[str]):
+    def __init__(self, swarm_id: str, creator_pubkey: str | None):
         self.swarm_id = swarm_id
         self.creator_pubkey = creator_pubkey
 
-    def admit(self, peer_id: str, cert_doc: Any, known_signature: Optional[str] = None) -> MembershipCertificate:
+    def admit(self, peer_id: str, cert_doc: Any, known_signature: str | None = None) -> MembershipCertificate:
         """The sender's valid certificate; raises :class:`MembershipError` (``reason`` says why) otherwise."""
         if cert_doc is None:
             raise MembershipError("no membership certificate", "missing")
@@ -235,7 +257,7 @@ class MembershipGate:
         return cert
 
 
-def check_own_certificate(manifest: Any, cert: Optional[MembershipCertificate], peer_id: str, source: str = "") -> None:
+def check_own_certificate(manifest: Any, cert: MembershipCertificate | None, peer_id: str, source: str = "") -> None:
     """Raise :class:`MembershipError` unless ``cert`` lets this peer (``peer_id``) take part in ``manifest``'s swarm
     (nothing to check for an open swarm)."""
     if getattr(manifest, "membership", MEMBERSHIP_OPEN) != MEMBERSHIP_CERTIFIED:
@@ -249,7 +271,7 @@ def check_own_certificate(manifest: Any, cert: Optional[MembershipCertificate], 
         raise MembershipError(f"{source + ': ' if source else ''}{err}", err.reason) from None
 
 
-def own_certificate(manifest: Any, cert_path: Optional[str], peer_id: str) -> Optional[MembershipCertificate]:
+def own_certificate(manifest: Any, cert_path: str | None, peer_id: str) -> MembershipCertificate | None:
     """The peer's own certificate for a certified swarm (checked against its peer ID); None for an open swarm.
 
     Raises :class:`MembershipError` when the swarm is certified and the certificate is missing or not valid for
@@ -259,7 +281,9 @@ def own_certificate(manifest: Any, cert_path: Optional[str], peer_id: str) -> Op
     if not cert_path:
         raise MembershipError(
             f"swarm {manifest.name!r} admits only certified members: pass --membership-cert FILE (the manifest's "
-            f"creator issues one with `quinkgl admit --peer-id {peer_id} …`)", "missing")
+            f"creator issues one with `quinkgl admit --peer-id {peer_id} …`)",
+            "missing",
+        )
     cert = load_certificate(cert_path)
     check_own_certificate(manifest, cert, peer_id, cert_path)
     return cert

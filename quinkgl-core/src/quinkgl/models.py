@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from quinkgl.archhash import compute_arch_hash
 from quinkgl.schema import data_schema_hash
 
 
-def _first_and_last_linear(model: Any) -> tuple[Optional[Any], Optional[Any]]:
+def _first_and_last_linear(model: Any) -> tuple[Any | None, Any | None]:
     first = last = None
     for _, module in model.named_modules():
         if hasattr(module, "in_features") and hasattr(module, "out_features"):
@@ -29,8 +30,8 @@ class PyTorchModel:
         self,
         model: Any,
         *,
-        input_shape: Optional[Sequence[int]] = None,
-        output_shape: Optional[Sequence[int]] = None,
+        input_shape: Sequence[int] | None = None,
+        output_shape: Sequence[int] | None = None,
         label_type: str = "integer",
     ):
         self.model = model
@@ -52,6 +53,7 @@ class PyTorchModel:
                     "cannot infer the data shapes of a model without linear layers; "
                     "pass input_shape=... and output_shape=... to PyTorchModel"
                 )
+            assert last is not None  # found together with first
             input_shape = input_shape or (int(first.in_features),)
             output_shape = output_shape or (int(last.out_features),)
         return data_schema_hash(input_shape, output_shape, self.label_type)

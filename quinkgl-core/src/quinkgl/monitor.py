@@ -13,7 +13,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
@@ -32,14 +33,14 @@ class PeerStatus:
     node_id: str = ""
     round: int = 0
     done: bool = False
-    val_accuracy: Optional[float] = None
+    val_accuracy: float | None = None
     first_heard: float = 0.0
     last_heard: float = 0.0
     connected: bool = True
     accuracy: dict[int, float] = attrs.field(factory=dict)  # completed round -> validation accuracy
 
 
-def _accuracy(value: Any) -> Optional[float]:
+def _accuracy(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -114,8 +115,13 @@ class SwarmView:
         with self._lock:
             peers = [
                 {
-                    "node_id": p.node_id, "peer_id": p.peer_id, "round": p.round, "val_accuracy": p.val_accuracy,
-                    "finished": p.done, "connected": p.connected, "last_heard": p.last_heard,
+                    "node_id": p.node_id,
+                    "peer_id": p.peer_id,
+                    "round": p.round,
+                    "val_accuracy": p.val_accuracy,
+                    "finished": p.done,
+                    "connected": p.connected,
+                    "last_heard": p.last_heard,
                     "seconds_since_heard": round(max(now - p.last_heard, 0.0), 3),
                     "accuracy": [[r, p.accuracy[r]] for r in sorted(p.accuracy)],
                 }
@@ -124,15 +130,27 @@ class SwarmView:
             rejected = dict(self.rejected)
         return {
             "swarm": {"name": self.name, "swarm_id": self.swarm_id, "arch_hash": self.arch_hash},
-            "observer": self.observer_id, "time": now, "started": self.started, "peers": peers,
-            "finished": sum(1 for p in peers if p["finished"]), "rejected": rejected,
+            "observer": self.observer_id,
+            "time": now,
+            "started": self.started,
+            "peers": peers,
+            "finished": sum(1 for p in peers if p["finished"]),
+            "rejected": rejected,
         }
 
 
-async def observe_swarm(manifest: Any, registry: Any, view: SwarmView, *, host: str = "127.0.0.1", port: int = 0,
-                        bootstrap_peers: tuple[str, ...] = (), registry_dir: Optional[str] = None,
-                        on_ready: Optional[Callable[[Any], None]] = None,
-                        until: Optional[Callable[[], Awaitable[None]]] = None) -> None:
+async def observe_swarm(
+    manifest: Any,
+    registry: Any,
+    view: SwarmView,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    bootstrap_peers: tuple[str, ...] = (),
+    registry_dir: str | None = None,
+    on_ready: Callable[[Any], None] | None = None,
+    until: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Join the manifest's swarm as a listen-only observer and feed ``view`` until cancelled (or ``until()``).
 
     ``on_ready(transport)`` runs once listening; the observer's identity is ephemeral (nothing is written)."""
@@ -148,8 +166,13 @@ async def observe_swarm(manifest: Any, registry: Any, view: SwarmView, *, host: 
     if registry_dir:
         options["registry_dir"] = registry_dir
     config = TransportConfig(
-        swarm_id=manifest.swarm_id, node_id="monitor", host=host, port=port, state_dir=None,
-        bootstrap_peers=tuple(dict.fromkeys([*manifest.bootstrap_peers, *bootstrap_peers])), options=options,
+        swarm_id=manifest.swarm_id,
+        node_id="monitor",
+        host=host,
+        port=port,
+        state_dir=None,
+        bootstrap_peers=tuple(dict.fromkeys([*manifest.bootstrap_peers, *bootstrap_peers])),
+        options=options,
     )
     transport = spec.factory(resolved.params["transport"], config)
 

@@ -14,8 +14,9 @@ import importlib.util
 import itertools
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from quinkgl.errors import ScriptError
 from quinkgl.plugins.hookspecs import hookimpl
@@ -97,7 +98,7 @@ class ScriptPlugin:
             raise ScriptError(
                 f"build_loaders() in {self.source} must return (train_loader, val_loader), got {_kind(loaders)}"
             )
-        for label, loader in zip(("train_loader", "val_loader"), loaders):
+        for label, loader in zip(("train_loader", "val_loader"), loaders, strict=False):
             if not hasattr(loader, "__iter__"):
                 raise ScriptError(f"build_loaders() in {self.source}: {label} is not iterable ({_kind(loader)})")
         return tuple(loaders)
@@ -134,4 +135,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
     return type(value).__name__ if value is not None else "None"
-

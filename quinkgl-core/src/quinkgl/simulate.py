@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -28,6 +29,10 @@ log = logging.getLogger("quinkgl.simulate")
 _PARTITION_RE = re.compile(r"(iid|dirichlet:(\d+(\.\d+)?)|groups:[1-9]\d{0,2})")
 
 
+def _as_tuple(values: Any) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class SimulationOptions:
     """How to run a simulated swarm."""
@@ -36,15 +41,15 @@ class SimulationOptions:
     rounds: int = attrs.field(validator=attrs.validators.ge(1))
     partition: str = attrs.field(default="iid")
     seed: int = 0
-    local_steps: Optional[int] = None
-    local_epochs: Optional[float] = None
+    local_steps: int | None = None
+    local_epochs: float | None = None
     gossip_interval: float = 60.0
     script_args: dict[str, str] = attrs.field(factory=dict)
     isolated: bool = False
-    max_eval_batches: Optional[int] = None
+    max_eval_batches: int | None = None
     strict_manifest: bool = True
     device: str = "cpu"  # a resolved torch device (see quinkgl.runtime.devices.resolve_device)
-    byzantine: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # K:ATTACK[:PARAM], see quinkgl.attacks
+    byzantine: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)  # K:ATTACK[:PARAM], see quinkgl.attacks
 
     @byzantine.validator
     def _check_byzantine(self, attribute: Any, value: tuple[str, ...]) -> None:
@@ -57,8 +62,10 @@ class SimulationOptions:
     @partition.validator
     def _check_partition(self, attribute: Any, value: str) -> None:
         if not _PARTITION_RE.fullmatch(value):
-            raise QuinkGLError("--partition must be iid, dirichlet:ALPHA (e.g. dirichlet:0.3) or groups:K (e.g. groups:2); "
-                               f"got {value!r}")
+            raise QuinkGLError(
+                "--partition must be iid, dirichlet:ALPHA (e.g. dirichlet:0.3) or groups:K (e.g. groups:2); "
+                f"got {value!r}"
+            )
 
 
 @attrs.frozen
@@ -106,23 +113,23 @@ def partition_indices(labels: Sequence[int], peers: int, partition: str, seed: i
         if groups > peers:
             raise QuinkGLError(f"groups:{groups} needs at least {groups} peers")
         labels_arr = np.asarray(labels)
-        shards = [[] for _ in range(peers)]
+        grouped: list[list[int]] = [[] for _ in range(peers)]
         for group, classes in enumerate(label_groups(labels, groups)):
             members = [i for i in range(peers) if peer_group(i, groups) == group]
             order = rng.permutation(np.flatnonzero(np.isin(labels_arr, classes)))
-            for member, chunk in zip(members, np.array_split(order, len(members))):
-                shards[member] = sorted(int(i) for i in chunk)
-        return shards
+            for member, chunk in zip(members, np.array_split(order, len(members)), strict=False):
+                grouped[member] = sorted(int(i) for i in chunk)
+        return grouped
     alpha = float(partition.split(":", 1)[1])
     if alpha <= 0:
         raise QuinkGLError("dirichlet alpha must be > 0")
     labels_arr = np.asarray(labels)
     shards: list[list[int]] = [[] for _ in range(peers)]
     for cls in np.unique(labels_arr):
-        members = rng.permutation(np.flatnonzero(labels_arr == cls))
+        in_class = rng.permutation(np.flatnonzero(labels_arr == cls))
         proportions = rng.dirichlet([alpha] * peers)
-        cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
-        for shard, part in zip(shards, np.split(members, cuts)):
+        cuts = (np.cumsum(proportions)[:-1] * len(in_class)).astype(int)
+        for shard, part in zip(shards, np.split(in_class, cuts), strict=False):
             shard.extend(int(i) for i in part)
     # A peer with no data cannot train: give it a few samples from the largest shard.
     for shard in shards:
@@ -155,8 +162,13 @@ def _group_validation(val: Any, groups: list[list[int]]) -> list[Any]:
     return subsets
 
 
-async def simulate_async(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,
-                         observer: Optional[Callable[[str, dict[str, Any]], None]] = None) -> SimulationResult:
+async def simulate_async(
+    manifest: Any,
+    script: Any,
+    options: SimulationOptions,
+    registry: Registry,
+    observer: Callable[[str, dict[str, Any]], None] | None = None,
+) -> SimulationResult:
     """Run the simulated swarm on the current trio loop."""
     import torch
     import trio
@@ -192,10 +204,17 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
     hostile = _hostile_peers(options)
     for index, shard in enumerate(shards, start=1):
         peer_options = PeerOptions(
-            node_id=f"peer-{index}", rounds=options.rounds, local_steps=options.local_steps,
-            local_epochs=options.local_epochs, gossip_interval=options.gossip_interval, script_args=options.script_args,
-            seed=options.seed, isolated=options.isolated, max_eval_batches=options.max_eval_batches,
-            strict_manifest=options.strict_manifest, peer_timeout=max(30.0, options.gossip_interval),
+            node_id=f"peer-{index}",
+            rounds=options.rounds,
+            local_steps=options.local_steps,
+            local_epochs=options.local_epochs,
+            gossip_interval=options.gossip_interval,
+            script_args=options.script_args,
+            seed=options.seed,
+            isolated=options.isolated,
+            max_eval_batches=options.max_eval_batches,
+            strict_manifest=options.strict_manifest,
+            peer_timeout=max(30.0, options.gossip_interval),
             device=options.device,
         )
         val = group_vals[peer_group(index - 1, len(group_vals))] if group_vals else full.val
@@ -208,8 +227,9 @@ async def simulate_async(manifest: Any, script: Any, options: SimulationOptions,
             config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
             return memory_transport(MemoryParams(hub=hub), config)
 
-        parts = build_peer(manifest, script, peer_options, registry, make_transport, resolved=resolved, data=data,
-                           limiter=limiter)
+        parts = build_peer(
+            manifest, script, peer_options, registry, make_transport, resolved=resolved, data=data, limiter=limiter
+        )
         if spec is not None:
             parts.attack = _attack(spec, options, len(hostile), peers, hostile)
         peers.append(Peer(parts, observer))
@@ -256,20 +276,32 @@ def _hostile_data(spec: Any, data: Any, manifest: Any) -> Any:
     return data
 
 
-def _attack(spec: Any, options: SimulationOptions, hostile_count: int, peers: list[Any],
-            hostile: dict[str, Any]) -> Any:
+def _attack(
+    spec: Any, options: SimulationOptions, hostile_count: int, peers: list[Any], hostile: dict[str, Any]
+) -> Any:
     """The runtime side of a hostile peer; ALIE and IPM read the honest peers' current models (omniscient)."""
     from quinkgl.attacks import Attack
 
     def honest_models() -> list[Any]:
         return [peer.p.model.state_dict() for peer in peers if peer.options.node_id not in hostile]
 
-    return Attack(spec.attack, spec.param, seed=options.seed, honest_models=honest_models, peers=options.peers,
-                  hostile=hostile_count)
+    return Attack(
+        spec.attack,
+        spec.param,
+        seed=options.seed,
+        honest_models=honest_models,
+        peers=options.peers,
+        hostile=hostile_count,
+    )
 
 
-def simulate(manifest: Any, script: Any, options: SimulationOptions, registry: Registry,
-             observer: Optional[Callable[[str, dict[str, Any]], None]] = None) -> SimulationResult:
+def simulate(
+    manifest: Any,
+    script: Any,
+    options: SimulationOptions,
+    registry: Registry,
+    observer: Callable[[str, dict[str, Any]], None] | None = None,
+) -> SimulationResult:
     """Run a simulated swarm to completion (blocking)."""
     import trio
 

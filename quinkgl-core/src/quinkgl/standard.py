@@ -6,7 +6,8 @@ manifest's task must match the dataset's shapes; anything else is a clear error 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -36,18 +37,28 @@ STANDARD = {
 def _mlp(classes: int) -> Any:
     import torch.nn as nn
 
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                         nn.Linear(64, classes))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, classes)
+    )
 
 
 def _cnn(classes: int) -> Any:
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, classes),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.Linear(128, classes),
     )
 
 
@@ -95,7 +106,9 @@ class StandardPlugin:
             from quinkgl.datasets import ensure_dataset
 
             ensure_dataset(self.dataset.name, root)
-        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.dataset.mean, self.dataset.std)])
+        transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(self.dataset.mean, self.dataset.std)]
+        )
         cls = getattr(torchvision.datasets, self.dataset.torchvision_class)
         try:
             train = cls(root=root, train=True, download=True, transform=transform)

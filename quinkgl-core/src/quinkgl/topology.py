@@ -7,7 +7,8 @@ model to. It is called on the event loop and must be fast and pure (no I/O).
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 
@@ -24,9 +25,7 @@ class PeerCandidate:
 class Topology(Protocol):
     """Chooses push targets each round."""
 
-    def select(
-        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
-    ) -> list[str]:
+    def select(self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random) -> list[str]:
         """Return the peer IDs to send this round's model to (a subset of ``candidates``, never ``own_id``).
 
         ``candidates`` includes the peer itself (``peer_id == own_id``, with its own metadata) so topologies can
@@ -49,9 +48,7 @@ class RandomTopology:
         self.params = params or RandomTopologyParams()
         self.mode = collaboration_mode(manifest)
 
-    def select(
-        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
-    ) -> list[str]:
+    def select(self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random) -> list[str]:
         """Sample ``fanout`` distinct peers (other than ourselves), among similar ones under ``similar`` mode."""
         from quinkgl.datapolicy import collaborators
 

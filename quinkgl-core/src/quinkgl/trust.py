@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import stat
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -44,7 +44,7 @@ class TrustDecision:
 
     policy: TrustPolicy
     signature: SignatureStatus
-    creator: Optional[str]
+    creator: str | None
     warnings: tuple[str, ...] = ()
     first_seen: bool = False
 
@@ -89,18 +89,20 @@ class TofuStore:
             raise TrustError(f"TOFU store {self.path} is not a QuinkGL TOFU file; fix or remove it deliberately")
         return data
 
-    def _entry(self, data: dict, name: str) -> Optional[str]:
+    def _entry(self, data: dict, name: str) -> str | None:
         """The creator key recorded for ``name`` (None if none); a damaged entry is a TrustError, not a guess."""
         entry = data["manifests"].get(name)
         if entry is None:
             return None
         creator = entry.get("creator_pubkey") if isinstance(entry, dict) else None
         if not isinstance(creator, str):
-            raise TrustError(f"TOFU store {self.path}: the entry for manifest {name!r} is damaged (not an object "
-                             "with a creator_pubkey); fix or remove it deliberately")
+            raise TrustError(
+                f"TOFU store {self.path}: the entry for manifest {name!r} is damaged (not an object "
+                "with a creator_pubkey); fix or remove it deliberately"
+            )
         return creator
 
-    def lookup(self, name: str) -> Optional[str]:
+    def lookup(self, name: str) -> str | None:
         """The creator key first seen for manifest ``name``, if any."""
         return self._entry(self._read(), name)
 

@@ -56,7 +56,7 @@ _SLACK_BYTES = 4096
 _SWARM_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 _HEX64_RE = re.compile(r"[0-9a-f]{64}\Z")
 # Peer IDs are base58 in practice; printable ASCII without spaces keeps a hostile sender out of our log lines.
-_SENDER_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_SENDER_CHARS)
+_SENDER_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_SENDER_CHARS}}}\Z")
 _HEADER_FIELDS = frozenset(
     {"swarm_id", "sender", "round", "num_samples", "payload_sha256", "payload_length", "metadata", "header_sha256"}
 )

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from quinkgl.datapolicy import collaboration_mode, collaborators, label_distribution, overlap
 from quinkgl.topology import PeerCandidate
-
 from quinkgl_topo.params import AffinityTopologyParams
-
-
 
 __all__ = ["AffinityTopology", "overlap"]
 
@@ -52,9 +50,7 @@ class AffinityTopology:
         shared = overlap(own, theirs)
         return shared if self.params.mode == "similar" else 1.0 - shared
 
-    def select(
-        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
-    ) -> list[str]:
+    def select(self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random) -> list[str]:
         """Pick up to ``fanout`` distinct peers (never ourselves), best affinity first, some at random."""
         own = self.own_distribution
         candidates = collaborators(own_id, candidates, self.collaboration)

@@ -17,11 +17,11 @@ eventually contacted. State lives on the instance; the runtime calls ``select`` 
 from __future__ import annotations
 
 import random
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from quinkgl.datapolicy import collaboration_mode, collaborators
 from quinkgl.topology import PeerCandidate
-
 from quinkgl_topo.params import CyclonTopologyParams
 
 
@@ -43,9 +43,7 @@ class CyclonTopology:
             for peer_id in rng.sample(tier, min(room, len(tier))):
                 self.view[peer_id] = 0
 
-    def select(
-        self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random
-    ) -> list[str]:
+    def select(self, own_id: str, candidates: Sequence[PeerCandidate], round_idx: int, rng: random.Random) -> list[str]:
         """Age the view, target its oldest entry plus random ones, then swap ``shuffle_length`` entries."""
         candidates = collaborators(own_id, candidates, self.collaboration)
         pool = sorted({c.peer_id for c in candidates if c.peer_id != own_id})

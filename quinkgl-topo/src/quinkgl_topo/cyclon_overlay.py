@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import statistics
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 
@@ -43,8 +43,16 @@ class OverlayStats:
 class Overlay:
     """``n`` peers, each with a :class:`CyclonView`, bootstrapped from a ring lattice (each knows its successors)."""
 
-    def __init__(self, n: int, *, view_size: int, shuffle_length: int, seed: int = 0, bootstrap: int = 1,
-                 measure_bytes: bool = False):
+    def __init__(
+        self,
+        n: int,
+        *,
+        view_size: int,
+        shuffle_length: int,
+        seed: int = 0,
+        bootstrap: int = 1,
+        measure_bytes: bool = False,
+    ):
         self.rng = random.Random(seed)
         self.measure_bytes = measure_bytes  # encode every message to count its bytes (slower)
         self.messages = 0  # shuffle requests + answers delivered, since start
@@ -61,11 +69,17 @@ class Overlay:
 
     def _view(self, peer_id: str, shuffle_length: int) -> CyclonView:
         def own() -> Descriptor:
-            return make_descriptor(peer_id, (f"/memory/{peer_id}",), self.clock,
-                                   lambda data: _stand_in_sign(peer_id, data))
+            return make_descriptor(
+                peer_id, (f"/memory/{peer_id}",), self.clock, lambda data: _stand_in_sign(peer_id, data)
+            )
 
-        return CyclonView(own, view_size=self.view_size, shuffle_length=shuffle_length,
-                          rng=random.Random(f"{peer_id}:{self.rng.random()}"), verify=_stand_in_verify)
+        return CyclonView(
+            own,
+            view_size=self.view_size,
+            shuffle_length=shuffle_length,
+            rng=random.Random(f"{peer_id}:{self.rng.random()}"),
+            verify=_stand_in_verify,
+        )
 
     def cycle(self) -> None:
         """Every live peer starts one shuffle, in random order; a departed target counts as a failed shuffle."""
@@ -120,9 +134,13 @@ class Overlay:
         sizes = [len(v.entries) for v in self.alive.values()]
         degrees = list(in_degree.values())
         return OverlayStats(
-            peers=len(self.alive), full_views=sum(s == self.view_size for s in sizes), min_view=min(sizes),
-            in_degree_mean=statistics.fmean(degrees), in_degree_std=statistics.pstdev(degrees),
-            components=len({find(p) for p in self.alive}), dead_links=dead,
+            peers=len(self.alive),
+            full_views=sum(s == self.view_size for s in sizes),
+            min_view=min(sizes),
+            in_degree_mean=statistics.fmean(degrees),
+            in_degree_std=statistics.pstdev(degrees),
+            components=len({find(p) for p in self.alive}),
+            dead_links=dead,
         )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -74,8 +74,10 @@ def make_descriptor(peer_id: str, addrs: Sequence[str], issued: int, sign: Signe
 
 def encode_shuffle(entries: Sequence[Descriptor]) -> bytes:
     """A shuffle request or answer as bytes."""
-    doc = [{"a": list(d.addrs), "g": d.age, "i": d.issued, "p": d.peer_id,
-            "s": base64.b64encode(d.signature).decode()} for d in entries]
+    doc = [
+        {"a": list(d.addrs), "g": d.age, "i": d.issued, "p": d.peer_id, "s": base64.b64encode(d.signature).decode()}
+        for d in entries
+    ]
     return json.dumps({"entries": doc, "v": "cyclon/1"}, separators=(",", ":")).encode()
 
 
@@ -116,6 +118,7 @@ def _entry(item: object) -> Descriptor:
         sig = base64.b64decode(signature, validate=True)
     except ValueError:
         raise ShuffleRejected("signature is not base64") from None
+    assert isinstance(peer_id, str) and isinstance(issued, int) and isinstance(age, int)  # checked above
     return Descriptor(peer_id, tuple(addrs), issued, sig, age)
 
 
@@ -132,8 +135,15 @@ class CyclonStats:
 class CyclonView:
     """One peer's partial view and its side of the shuffle protocol."""
 
-    def __init__(self, own: Callable[[], Descriptor], *, view_size: int, shuffle_length: int, rng: random.Random,
-                 verify: Verifier):
+    def __init__(
+        self,
+        own: Callable[[], Descriptor],
+        *,
+        view_size: int,
+        shuffle_length: int,
+        rng: random.Random,
+        verify: Verifier,
+    ):
         if not 1 <= shuffle_length <= view_size:
             raise ValueError("shuffle_length must be between 1 and view_size")
         self._own = own  # makes a fresh signed descriptor of this peer
@@ -209,8 +219,10 @@ class CyclonView:
         self.ages.pop(peer_id, None)
 
     def _outgoing(self, peer_ids: Sequence[str]) -> list[Descriptor]:
-        return [Descriptor(d.peer_id, d.addrs, d.issued, d.signature, self.ages[p])
-                for p, d in ((p, self.entries[p]) for p in peer_ids)]
+        return [
+            Descriptor(d.peer_id, d.addrs, d.issued, d.signature, self.ages[p])
+            for p, d in ((p, self.entries[p]) for p in peer_ids)
+        ]
 
     def _put(self, descriptor: Descriptor, age: int) -> None:
         self.entries[descriptor.peer_id] = descriptor

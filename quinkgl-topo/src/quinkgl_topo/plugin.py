@@ -6,7 +6,6 @@ Only the attrs parameter classes are imported here; each factory imports its top
 from __future__ import annotations
 
 from quinkgl.plugins import TopologySpec, hookimpl
-
 from quinkgl_topo.params import AffinityTopologyParams, CyclonTopologyParams
 
 
@@ -25,8 +24,16 @@ def _cyclon(params, manifest):
 @hookimpl
 def quinkgl_register_topologies():
     return [
-        TopologySpec(name="AffinityTopology", factory=_affinity, params=AffinityTopologyParams,
-                     description="prefer peers with similar (or complementary) label histograms"),
-        TopologySpec(name="CyclonTopology", factory=_cyclon, params=CyclonTopologyParams,
-                     description="Cyclon partial view with aging: oldest peer plus random view entries"),
+        TopologySpec(
+            name="AffinityTopology",
+            factory=_affinity,
+            params=AffinityTopologyParams,
+            description="prefer peers with similar (or complementary) label histograms",
+        ),
+        TopologySpec(
+            name="CyclonTopology",
+            factory=_cyclon,
+            params=CyclonTopologyParams,
+            description="Cyclon partial view with aging: oldest peer plus random view entries",
+        ),
     ]

@@ -43,8 +43,9 @@ import contextvars
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import trio
 from libp2p.abc import IHost
@@ -151,7 +152,7 @@ class _Fingerprint:
 
         def __eq__(self, other: object) -> bool:
             try:
-                return tuple(other) == self.value  # type: ignore[call-overload]
+                return tuple(other) == self.value  # type: ignore[arg-type]
             except TypeError:
                 return NotImplemented
 
@@ -166,7 +167,7 @@ class _Fingerprint:
         self.topicIDs = _Fingerprint._Topics(msg.topicIDs)
 
 
-class _FingerprintTable(dict):  # type: ignore[type-arg]
+class _FingerprintTable(dict):
     """GossipSub's ``equivocation_detection`` table, holding fingerprints instead of whole messages."""
 
     def __setitem__(self, key: Any, msg: Any) -> None:
@@ -374,18 +375,17 @@ class Announcer:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Announcer]:
         """Run pubsub + gossipsub, subscribe to the swarm topic and deliver from our queue while the block runs."""
-        async with background_trio_service(self.pubsub):
-            async with background_trio_service(self.gossipsub):
-                await self.pubsub.wait_until_ready()
-                self.pubsub.sink = self._enqueue
-                await self.pubsub.subscribe(self.topic)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._dispatch, self._recv)
-                    try:
-                        yield self
-                    finally:
-                        self.pubsub.sink = None
-                        nursery.cancel_scope.cancel()
+        async with background_trio_service(self.pubsub), background_trio_service(self.gossipsub):
+            await self.pubsub.wait_until_ready()
+            self.pubsub.sink = self._enqueue
+            await self.pubsub.subscribe(self.topic)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._dispatch, self._recv)
+                try:
+                    yield self
+                finally:
+                    self.pubsub.sink = None
+                    nursery.cancel_scope.cancel()
 
     async def _dispatch(self, recv: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
         async for sender, document in recv:

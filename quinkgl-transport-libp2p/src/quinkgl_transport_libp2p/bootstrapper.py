@@ -6,7 +6,7 @@ Address forms and the trust model of unpinned ``host:port`` targets are in :mod:
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from libp2p.abc import IHost

@@ -17,12 +17,14 @@ dial-back to our listen port, whether this host is reachable from outside.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import trio
+
 from quinkgl.transport import TransportError
 
 from . import hello
@@ -71,8 +73,9 @@ class PeerCheck:
         return {**attrs.asdict(self), "ok": self.ok, "advice": None if self.ok else ADVICE.get(self.status)}
 
 
-async def check_peer(host: Any, target: BootstrapTarget, *, swarm_tag: bytes, arch_hash: str | None,
-                     dial_back_port: int, timeout: float) -> PeerCheck:
+async def check_peer(
+    host: Any, target: BootstrapTarget, *, swarm_tag: bytes, arch_hash: str | None, dial_back_port: int, timeout: float
+) -> PeerCheck:
     """Run the checks of the module docstring against one bootstrap address with ``host`` (a started host)."""
     where = target.describe()
     try:
@@ -81,23 +84,34 @@ async def check_peer(host: Any, target: BootstrapTarget, *, swarm_tag: bytes, ar
         return PeerCheck(where, "dns", str(exc))
     last: PeerCheck | None = None
     for ip in ips:
-        last = await _check_ip(host, target, ip, swarm_tag=swarm_tag, arch_hash=arch_hash,
-                               dial_back_port=dial_back_port, timeout=timeout)
+        last = await _check_ip(
+            host, target, ip, swarm_tag=swarm_tag, arch_hash=arch_hash, dial_back_port=dial_back_port, timeout=timeout
+        )
         if last.ok:
             return last
     assert last is not None
     return last
 
 
-async def _check_ip(host: Any, target: BootstrapTarget, ip: str, *, swarm_tag: bytes, arch_hash: str | None,
-                    dial_back_port: int, timeout: float) -> PeerCheck:
+async def _check_ip(
+    host: Any,
+    target: BootstrapTarget,
+    ip: str,
+    *,
+    swarm_tag: bytes,
+    arch_hash: str | None,
+    dial_back_port: int,
+    timeout: float,
+) -> PeerCheck:
     where = target.describe()
     tcp = await hello.tcp_probe(ip, target.port, timeout)
     if tcp != "ok":
         status = tcp if tcp in ("refused", "timed out", "unreachable") else "error"
-        reason = {"refused": f"{ip}:{target.port} refused the TCP connection",
-                  "timed out": f"no answer from {ip}:{target.port} within {timeout:g} s",
-                  "unreachable": f"network unreachable for {ip}"}.get(tcp, tcp)
+        reason = {
+            "refused": f"{ip}:{target.port} refused the TCP connection",
+            "timed out": f"no answer from {ip}:{target.port} within {timeout:g} s",
+            "unreachable": f"network unreachable for {ip}",
+        }.get(tcp, tcp)
         return PeerCheck(where, status, reason)
     try:
         with trio.fail_after(timeout):
@@ -110,43 +124,51 @@ async def _check_ip(host: Any, target: BootstrapTarget, ip: str, *, swarm_tag: b
         return PeerCheck(where, "not quinkgl", f"TCP connects but the libp2p/Noise handshake failed ({exc})")
     peer_text = peer.to_base58()
     if target.peer_id is not None and peer_text != target.peer_id:
-        return PeerCheck(where, "wrong peer", f"peer {peer_text} answered, not the pinned {target.peer_id}",
-                         peer_id=peer_text)
+        return PeerCheck(
+            where, "wrong peer", f"peer {peer_text} answered, not the pinned {target.peer_id}", peer_id=peer_text
+        )
     try:
         with trio.fail_after(timeout + hello.DIAL_BACK_TIMEOUT_S):
             stream = await host.new_stream(peer, [hello.PROTOCOL_ID])
             try:
-                await stream.write(hello.encode({"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash,
-                                                 "dial_back": dial_back_port}))
+                await stream.write(
+                    hello.encode({"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash, "dial_back": dial_back_port})
+                )
                 reply = await hello.read_message(stream, timeout + hello.DIAL_BACK_TIMEOUT_S)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    try:
-                        await stream.close()
-                    except Exception:
-                        pass
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                    await stream.close()
     except trio.TooSlowError:
-        return PeerCheck(where, "not quinkgl", f"libp2p peer {peer_text} did not answer the QuinkGL hello in time",
-                         peer_id=peer_text)
+        return PeerCheck(
+            where, "not quinkgl", f"libp2p peer {peer_text} did not answer the QuinkGL hello in time", peer_id=peer_text
+        )
     except Exception as exc:
-        return PeerCheck(where, "not quinkgl",
-                         f"libp2p peer {peer_text} does not speak QuinkGL's hello protocol "
-                         f"(not a QuinkGL peer, or QuinkGL older than 0.5): {type(exc).__name__}", peer_id=peer_text)
+        return PeerCheck(
+            where,
+            "not quinkgl",
+            f"libp2p peer {peer_text} does not speak QuinkGL's hello protocol "
+            f"(not a QuinkGL peer, or QuinkGL older than 0.5): {type(exc).__name__}",
+            peer_id=peer_text,
+        )
     found = attrs.evolve(
-        PeerCheck(where, REACHABLE, ""), peer_id=peer_text, relay=bool(reply.get("relay")),
+        PeerCheck(where, REACHABLE, ""),
+        peer_id=peer_text,
+        relay=bool(reply.get("relay")),
         observed=str(reply.get("observed") or "") or None,
         dial_back=None if reply.get("dial_back") is None else str(reply.get("dial_back")),
     )
     if reply.get("same_arch") is False:
         return attrs.evolve(found, status="other arch", reason=f"peer {peer_text} runs a model with another arch hash")
     if reply.get("same_swarm") is not True:
-        return attrs.evolve(found, status="other swarm",
-                            reason=f"peer {peer_text} belongs to another swarm (another manifest)")
+        return attrs.evolve(
+            found, status="other swarm", reason=f"peer {peer_text} belongs to another swarm (another manifest)"
+        )
     return found
 
 
-async def check_all(host: Any, addresses: Sequence[str], *, swarm_tag: bytes, arch_hash: str | None,
-                    dial_back_port: int, timeout: float) -> list[PeerCheck]:
+async def check_all(
+    host: Any, addresses: Sequence[str], *, swarm_tag: bytes, arch_hash: str | None, dial_back_port: int, timeout: float
+) -> list[PeerCheck]:
     """Check every address concurrently; the result keeps the order of ``addresses``."""
     results: list[PeerCheck | None] = [None] * len(addresses)
 
@@ -157,8 +179,9 @@ async def check_all(host: Any, addresses: Sequence[str], *, swarm_tag: bytes, ar
             results[index] = PeerCheck(text, "error", str(exc))
             return
         try:
-            results[index] = await check_peer(host, target, swarm_tag=swarm_tag, arch_hash=arch_hash,
-                                              dial_back_port=dial_back_port, timeout=timeout)
+            results[index] = await check_peer(
+                host, target, swarm_tag=swarm_tag, arch_hash=arch_hash, dial_back_port=dial_back_port, timeout=timeout
+            )
         except Exception as exc:  # a diagnosis must never end in a traceback
             results[index] = PeerCheck(target.describe(), "error", f"{type(exc).__name__}: {exc}")
 
@@ -179,8 +202,10 @@ def outside_reachability(checks: Sequence[PeerCheck]) -> str:
 def hint(checks: Sequence[PeerCheck], manifest_hint: str = "demo.qgl") -> str:
     """The few lines ``quinkgl run`` prints when no peer showed up: one per bootstrap peer, then what to try."""
     if not checks:
-        return ("no bootstrap peer is configured and no peer was found on this machine: add --bootstrap-peer "
-                "HOST:PORT (a peer started with --host 0.0.0.0 --port 7001), or the manifest's bootstrap_peers")
+        return (
+            "no bootstrap peer is configured and no peer was found on this machine: add --bootstrap-peer "
+            "HOST:PORT (a peer started with --host 0.0.0.0 --port 7001), or the manifest's bootstrap_peers"
+        )
     lines = [c.words() for c in checks]
     lines.append(f"run `quinkgl doctor --manifest {manifest_hint}` for a full diagnosis")
     return "\n  ".join(["no peer of the swarm found yet:", *lines])
@@ -211,13 +236,27 @@ class DoctorReport:
         return outside_reachability(self.checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "listen": self.listen, "announce": self.announce, "port_note": self.port_note,
-                "reachable_from_outside": self.reachable_from_outside, "relay_available": self.relay_available,
-                "bootstrap_peers": [c.as_dict() for c in self.checks]}
+        return {
+            "ok": self.ok,
+            "listen": self.listen,
+            "announce": self.announce,
+            "port_note": self.port_note,
+            "reachable_from_outside": self.reachable_from_outside,
+            "relay_available": self.relay_available,
+            "bootstrap_peers": [c.as_dict() for c in self.checks],
+        }
 
 
-async def diagnose(*, swarm_id: str, arch_hash: str | None, host: str, port: int, bootstrap_peers: Sequence[str],
-                   announce_addrs: Sequence[str] = (), timeout: float = 5.0) -> DoctorReport:
+async def diagnose(
+    *,
+    swarm_id: str,
+    arch_hash: str | None,
+    host: str,
+    port: int,
+    bootstrap_peers: Sequence[str],
+    announce_addrs: Sequence[str] = (),
+    timeout: float = 5.0,
+) -> DoctorReport:
     """Start a throw-away libp2p host as ``quinkgl run`` would (ephemeral identity), check every bootstrap peer.
 
     It joins nothing: no announcement topic, no registry entry, no training.
@@ -233,28 +272,33 @@ async def diagnose(*, swarm_id: str, arch_hash: str | None, host: str, port: int
     try:
         check_port_free(listen_ip, port)
     except PortInUseError:
-        port_note = (f"port {port} is already in use on {listen_ip} (a peer may already run here); "
-                     "checked from a free port instead")
+        port_note = (
+            f"port {port} is already in use on {listen_ip} (a peer may already run here); "
+            "checked from a free port instead"
+        )
         port = 0
     listen = ip_multiaddr(listen_ip, port)
     announce = [_parse_announce(a) for a in announce_addrs]
-    lp_host = build_host(key_pair_from_seed(os.urandom(32)), listen=listen, announce=announce,
-                         dial_timeout=max(1, int(timeout)))
+    lp_host = build_host(
+        key_pair_from_seed(os.urandom(32)), listen=listen, announce=announce, dial_timeout=max(1, int(timeout))
+    )
     own = f"/p2p/{lp_host.get_id().to_base58()}"
     async with lp_host.run([listen]):
         try:
             bound = verify_listening(lp_host, listen)
             bound_port = int(bound[0].value_for_protocol("tcp"))
-            checks = await check_all(lp_host, list(dict.fromkeys(bootstrap_peers)),
-                                     swarm_tag=framing.swarm_tag(swarm_id), arch_hash=arch_hash,
-                                     dial_back_port=bound_port, timeout=timeout)
+            checks = await check_all(
+                lp_host,
+                list(dict.fromkeys(bootstrap_peers)),
+                swarm_tag=framing.swarm_tag(swarm_id),
+                arch_hash=arch_hash,
+                dial_back_port=bound_port,
+                timeout=timeout,
+            )
             announced = [str(a).replace(own, "") for a in lp_host.get_addrs()]
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await lp_host.close()
-                except Exception:
-                    pass
+            with trio.CancelScope(shield=True), trio.move_on_after(5), contextlib.suppress(Exception):
+                await lp_host.close()
     return DoctorReport([str(a) for a in bound], announced, port_note, checks)
 
 

@@ -31,10 +31,12 @@ Pure Python over a minimal byte-stream interface; the libp2p stream adapter live
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import struct
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -204,10 +206,8 @@ async def receive_payload(
 
 async def _try_write(stream: ByteStream, data: bytes, timeout: float) -> None:
     with trio.move_on_after(min(timeout, 2.0)):
-        try:
+        with contextlib.suppress(Exception):  # the peer may already be gone; the refusal is counted either way
             await stream.write(data)
-        except Exception:  # the peer may already be gone; the refusal is counted either way
-            pass
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ Pure trio + JSON; the libp2p stream is passed in by the transport.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -115,11 +116,8 @@ class HelloResponder:
             await stream.close()
         except Exception as exc:  # a bad request ends this stream only
             logger.debug("hello from a peer failed: %r", exc)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception:
-                    pass
+            with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                await stream.reset()
 
 
 def _observed(stream: Any) -> tuple[str, int] | None:

@@ -20,7 +20,7 @@ import errno
 import ipaddress
 import logging
 import socket
-from typing import Sequence
+from collections.abc import Sequence
 
 import multiaddr
 from libp2p import new_host
@@ -164,7 +164,7 @@ def concrete_addrs(wildcard: multiaddr.Multiaddr, port: int) -> list[multiaddr.M
     return [multiaddr.Multiaddr(f"/ip6/::1/tcp/{port}" if is_v6 else f"/ip4/127.0.0.1/tcp/{port}")]
 
 
-def make_addrs_factory(announce: Sequence[multiaddr.Multiaddr]):  # type: ignore[no-untyped-def]
+def make_addrs_factory(announce: Sequence[multiaddr.Multiaddr]):
     """Address factory: operator-given addresses first, then concrete addresses for every wildcard listener."""
     announce = list(announce)
 
@@ -209,7 +209,7 @@ def build_host(
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},  # type: ignore[dict-item]  # libp2p's own types disagree
         listen_addrs=[listen],
         connection_config=connection_config,
         addrs_factory=make_addrs_factory(announce),

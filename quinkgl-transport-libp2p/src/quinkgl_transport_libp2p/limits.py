@@ -14,7 +14,8 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Generic, Hashable, Mapping, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -70,7 +71,7 @@ class NetworkLimits:
 class TokenBucket:
     """A token bucket: ``rate`` tokens/s up to ``burst``; :meth:`take` spends ``n`` if available."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate

@@ -17,9 +17,10 @@ Inbound admission, in order, before the bytes named are read (bounds in :class:`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -151,10 +152,8 @@ class ModelStreams:
         ):
             self._reject("payload_busy")
             with trio.move_on_after(2):
-                try:
+                with contextlib.suppress(framing.FrameError):
                     await adapter.write(bytes([framing.REASON_STATUS["busy"]]))
-                except framing.FrameError:
-                    pass
             await finish_stream(stream, True)  # close (not reset), so the sender reads the "busy" status
             return
         self.inbound_total += 1

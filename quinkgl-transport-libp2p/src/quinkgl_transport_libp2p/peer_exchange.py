@@ -213,9 +213,7 @@ def encode_envelope(tag: bytes, addr_block: bytes, document: bytes, stamp: Stamp
     if len(addr_block) > MAX_ADDR_BLOCK:
         raise ValueError(f"address block of {len(addr_block)} bytes (limit {MAX_ADDR_BLOCK})")
     stamp = _default_stamps.next() if stamp is None else stamp
-    return (
-        ENVELOPE_MAGIC + tag + STAMP.pack(*stamp) + struct.pack(">H", len(addr_block)) + addr_block + bytes(document)
-    )
+    return ENVELOPE_MAGIC + tag + STAMP.pack(*stamp) + struct.pack(">H", len(addr_block)) + addr_block + bytes(document)
 
 
 def decode_stamped_envelope(data: bytes, tag: bytes, max_document_bytes: int) -> tuple[Stamp, list[str], bytes]:

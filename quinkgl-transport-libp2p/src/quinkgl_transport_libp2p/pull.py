@@ -24,6 +24,7 @@ keeping this protocol in its own module leaves ``transport.py`` with a two-line 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import time
@@ -34,6 +35,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
+
 from quinkgl.transport import MAX_REQUEST_BYTES, RequestRefused, TransportError
 
 from . import framing
@@ -77,11 +79,9 @@ class _Stream:
 
     async def finish(self, ok: bool) -> None:
         """Close after a complete exchange, reset otherwise; shielded and bounded (2 s)."""
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            try:
-                await (self._stream.close() if ok else self._stream.reset())
-            except Exception:  # the peer may already be gone
-                pass
+        # the peer may already be gone: nothing to do then
+        with trio.CancelScope(shield=True), trio.move_on_after(2), contextlib.suppress(Exception):
+            await (self._stream.close() if ok else self._stream.reset())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -136,8 +136,12 @@ async def _exchange(transport: Libp2pTransport, stream: _Stream, message: bytes,
         size = (await framing.read_exactly(stream, 1, idle_timeout=idle, what="refusal"))[0]
         reason = (await framing.read_exactly(stream, size, idle_timeout=idle, what="refusal")) if size else b""
         raise TransportError(f"peer {peer_id} refused the request: {reason.decode('utf-8', 'replace') or status}")
-    return await framing.receive_payload(stream, tag=transport._streams.tag, max_bytes=transport.config.max_payload_bytes,
-                                         idle_timeout=float(transport.params.stream_idle_timeout_s))
+    return await framing.receive_payload(
+        stream,
+        tag=transport._streams.tag,
+        max_bytes=transport.config.max_payload_bytes,
+        idle_timeout=float(transport.params.stream_idle_timeout_s),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -225,7 +229,5 @@ async def _answer(transport: Libp2pTransport, peer: ID, message: bytes) -> bytes
 async def _refuse(stream: _Stream, reason: str) -> None:
     text = reason.encode("utf-8")[:255]
     with trio.move_on_after(2.0):
-        try:
+        with contextlib.suppress(framing.FrameError):
             await stream.write(bytes([REFUSED, len(text)]) + text)
-        except framing.FrameError:
-            pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import multiaddr
 import trio
@@ -74,8 +74,9 @@ class RegistryDiscovery:
                     for table in (first_seen, next_try, backoff):
                         table.pop(entry.peer_id, None)
             for gone in set(incarnation) - live:
-                for table in (first_seen, next_try, backoff, incarnation):
-                    table.pop(gone, None)  # type: ignore[attr-defined]
+                for table in (first_seen, next_try, backoff):
+                    table.pop(gone, None)
+                incarnation.pop(gone, None)
             connected = set(self._connected_peers())
             for entry in entries:
                 pid = entry.peer_id

@@ -17,8 +17,9 @@ Hole punching (DCUtR) is not used (it never succeeded in bench/relay_spike.py; s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any, Callable
+from typing import Any
 
 import multiaddr
 import trio
@@ -29,6 +30,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID, STOP_PROTOCOL_ID, Circ
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
+
 from quinkgl.transport import TransportError
 
 from . import hello
@@ -37,8 +39,9 @@ logger = logging.getLogger(__name__)
 net_log = logging.getLogger("quinkgl.net")
 
 #: What one relay grants: reservations, concurrent circuits, and per circuit at most 2 minutes and 64 MiB.
-LIMITS = RelayLimits(duration=120, data=64 * 1024 * 1024, max_circuit_conns=16, max_reservations=16,
-                     reservation_ttl=600)
+LIMITS = RelayLimits(
+    duration=120, data=64 * 1024 * 1024, max_circuit_conns=16, max_reservations=16, reservation_ttl=600
+)
 CIRCUIT_SUFFIX = "/p2p-circuit"
 
 
@@ -50,8 +53,9 @@ def circuit_addr(relay_tcp: str, relay_id: str) -> str:
 class Relay:
     """The relay roles of one transport: serve (``serve=True``), reserve on others, dial through them."""
 
-    def __init__(self, host: IHost, *, serve: bool, is_member: Callable[[ID], bool],
-                 count: Callable[[str, int], None]) -> None:
+    def __init__(
+        self, host: IHost, *, serve: bool, is_member: Callable[[ID], bool], count: Callable[[str, int], None]
+    ) -> None:
         self.host = host
         self.serve = serve
         self._is_member = is_member
@@ -75,8 +79,8 @@ class Relay:
         await self.protocol.event_started.wait()
         # The protocol's run() registers its own HOP handler (for everyone): replace it with the members-only one.
         if self.serve:
-            self.host.set_stream_handler(PROTOCOL_ID, self._hop_for_members)  # type: ignore[arg-type]
-        self.host.set_stream_handler(STOP_PROTOCOL_ID, self.protocol._handle_stop_stream)  # type: ignore[arg-type]
+            self.host.set_stream_handler(PROTOCOL_ID, self._hop_for_members)
+        self.host.set_stream_handler(STOP_PROTOCOL_ID, self.protocol._handle_stop_stream)
 
     async def _hop_for_members(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id
@@ -92,7 +96,7 @@ class Relay:
 
     async def reserve(self, relay_id: ID, relay_tcp: str, nursery: trio.Nursery) -> str:
         """Reserve a slot on ``relay_id`` (connected); return our circuit address there."""
-        stream = await self.host.new_stream(relay_id, [PROTOCOL_ID])  # type: ignore[list-item]
+        stream = await self.host.new_stream(relay_id, [PROTOCOL_ID])
         if not await self.circuit.reserve(stream, relay_id, nursery):
             raise TransportError(f"relay {relay_id} refused the reservation")
         address = circuit_addr(relay_tcp, relay_id.to_base58())
@@ -110,14 +114,14 @@ class Relay:
             raise TransportError(f"relayed dial via {address} did not connect to {target}")
 
 
-async def ask_dial_back(host: IHost, peer: ID, *, swarm_tag: bytes, arch_hash: str | None, port: int,
-                        timeout: float) -> dict[str, Any]:
+async def ask_dial_back(
+    host: IHost, peer: ID, *, swarm_tag: bytes, arch_hash: str | None, port: int, timeout: float
+) -> dict[str, Any]:
     """The hello answer of a connected ``peer``, with a dial-back to our ``port``."""
     with trio.fail_after(timeout + hello.DIAL_BACK_TIMEOUT_S):
         stream = await host.new_stream(peer, [hello.PROTOCOL_ID])  # type: ignore[list-item]
         try:
-            await stream.write(hello.encode({"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash,
-                                             "dial_back": port}))
+            await stream.write(hello.encode({"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash, "dial_back": port}))
             return await hello.read_message(stream, timeout + hello.DIAL_BACK_TIMEOUT_S)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):

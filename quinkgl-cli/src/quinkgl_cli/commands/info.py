@@ -50,13 +50,17 @@ def info_command(as_json: bool) -> None:
         }
         terminal.out(json.dumps(doc, indent=2))
         return
-    terminal.out(f"QuinkGL {versions['quinkgl-core'] or '?'} on Python {platform.python_version()} ({platform.system()})")
+    terminal.out(
+        f"QuinkGL {versions['quinkgl-core'] or '?'} on Python {platform.python_version()} ({platform.system()})"
+    )
     for name, version in versions.items():
         terminal.out(f"  {name:<26} {version or 'not installed'}")
     from quinkgl_cli.render import components_table
 
     terminal.render(components_table(registry, not_installed))
     for broken in registry.broken:
-        terminal.warn(f"plugin {broken.plugin} ({broken.provider.distribution} {broken.provider.version}) failed: {broken.error}")
+        terminal.warn(
+            f"plugin {broken.plugin} ({broken.provider.distribution} {broken.provider.version}) failed: {broken.error}"
+        )
     for conflict in registry.conflicts:
         terminal.warn(conflict)

@@ -8,8 +8,14 @@ from quinkgl_cli import terminal
 
 
 @click.command("keygen")
-@click.option("--output", "-o", default="creator.key", show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the private key (PKCS#8 PEM, mode 0600).")
+@click.option(
+    "--output",
+    "-o",
+    default="creator.key",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the private key (PKCS#8 PEM, mode 0600).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing key file (the old key is lost).")
 def keygen_command(output: str, force: bool) -> None:
     """Create an Ed25519 creator key; prints the public key as the last line."""

@@ -37,13 +37,28 @@ def manifest_group() -> None:
 @click.option("--transport-param", multiple=True, metavar="KEY=VALUE", help="Transport parameter (repeatable).")
 @click.option("--data-policy-param", multiple=True, metavar="KEY=VALUE", help="Data policy parameter (repeatable).")
 @click.option("--round-limit", type=click.IntRange(min=1), help="Maximum number of rounds.")
-@click.option("--byzantine-f", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Number of Byzantine peers to tolerate.")
+@click.option(
+    "--byzantine-f",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of Byzantine peers to tolerate.",
+)
 @click.option("--expires-at", help="Expiry date (YYYY-MM-DD, end of day UTC) or ISO datetime with timezone.")
-@click.option("--bootstrap-peer", "bootstrap_peers", multiple=True, metavar="HOST:PORT",
-              help="Bootstrap peer: host:port, host:port/p2p/<id> or a multiaddr (repeatable).")
-@click.option("--membership", type=click.Choice(["open", "certified"]), default="open", show_default=True,
-              help="certified: only peers holding a certificate from `quinkgl admit` may take part.")
+@click.option(
+    "--bootstrap-peer",
+    "bootstrap_peers",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Bootstrap peer: host:port, host:port/p2p/<id> or a multiaddr (repeatable).",
+)
+@click.option(
+    "--membership",
+    type=click.Choice(["open", "certified"]),
+    default="open",
+    show_default=True,
+    help="certified: only peers holding a certificate from `quinkgl admit` may take part.",
+)
 @click.option("--sign-with", type=click.Path(dir_okay=False), help="Creator private key (PEM file).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output manifest file.")
 def create_command(**opts: Any) -> None:
@@ -97,8 +112,13 @@ def create_command(**opts: Any) -> None:
 
 @manifest_group.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--trusted-pubkey", "trusted", multiple=True, metavar="ed25519:HEX",
-              help="Require the manifest to be signed by this key (repeatable: any of them).")
+@click.option(
+    "--trusted-pubkey",
+    "trusted",
+    multiple=True,
+    metavar="ed25519:HEX",
+    help="Require the manifest to be signed by this key (repeatable: any of them).",
+)
 def verify_command(path: str, trusted: tuple[str, ...]) -> None:
     """Check a manifest's format, signature, creator and expiry."""
     from quinkgl.errors import QuinkGLError

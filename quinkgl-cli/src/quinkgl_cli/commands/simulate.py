@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import os
 import statistics
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -31,21 +31,55 @@ def _check_byzantine(ctx: click.Context, param: click.Parameter, value: tuple[st
 @peer_source_options
 @click.option("--peers", type=click.IntRange(min=1, max=256), default=10, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--partition", default="iid", show_default=True, help="iid, dirichlet:ALPHA (label skew) or groups:K (K disjoint label sets; each peer validated on its group's labels).")
-@click.option("--gossip-interval", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Longest a round waits for the other peers, in seconds.")
+@click.option(
+    "--partition",
+    default="iid",
+    show_default=True,
+    help="iid, dirichlet:ALPHA (label skew) or groups:K (K disjoint label sets; each peer validated on its "
+    "group's labels).",
+)
+@click.option(
+    "--gossip-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Longest a round waits for the other peers, in seconds.",
+)
 @click.option("--isolated", is_flag=True, help="Peers never exchange models (a no-collaboration baseline).")
 @click.option("--max-eval-batches", type=click.IntRange(min=1), help="Evaluate on at most this many batches.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Folder for metrics.json and the plot.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of validation accuracy per round.")
-@click.option("--byzantine", "byzantine", multiple=True, metavar="K:ATTACK[:PARAM]", callback=_check_byzantine,
-              help="Make K peers hostile (repeatable): signflip, gaussian, scale, alie, ipm, labelflip, inflate, "
-                   "histogram. Reports show the honest peers only.")
-def simulate_command(manifest_path: str, script: Optional[str], data: Optional[str], script_args: tuple[str, ...],
-                     local_steps: Optional[int], local_epochs: Optional[float], strict_manifest: bool,
-                     trust_policy: str, trusted_keys: tuple[str, ...], seed: int, device: str, peers: int, rounds: int,
-                     partition: str, gossip_interval: float, isolated: bool, max_eval_batches: Optional[int],
-                     output_dir: Optional[str], plot_path: Optional[str], byzantine: tuple[str, ...]) -> None:
+@click.option(
+    "--byzantine",
+    "byzantine",
+    multiple=True,
+    metavar="K:ATTACK[:PARAM]",
+    callback=_check_byzantine,
+    help="Make K peers hostile (repeatable): signflip, gaussian, scale, alie, ipm, labelflip, inflate, "
+    "histogram. Reports show the honest peers only.",
+)
+def simulate_command(
+    manifest_path: str,
+    script: str | None,
+    data: str | None,
+    script_args: tuple[str, ...],
+    local_steps: int | None,
+    local_epochs: float | None,
+    strict_manifest: bool,
+    trust_policy: str,
+    trusted_keys: tuple[str, ...],
+    seed: int,
+    device: str,
+    peers: int,
+    rounds: int,
+    partition: str,
+    gossip_interval: float,
+    isolated: bool,
+    max_eval_batches: int | None,
+    output_dir: str | None,
+    plot_path: str | None,
+    byzantine: tuple[str, ...],
+) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
     from quinkgl.extras import require_extra
 
@@ -59,9 +93,18 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
     for warning in inputs.trust.warnings:
         terminal.warn(warning)
     options = SimulationOptions(
-        peers=peers, rounds=rounds, partition=partition, seed=seed, local_steps=local_steps, local_epochs=local_epochs,
-        gossip_interval=gossip_interval, script_args=parse_script_args(script_args), isolated=isolated,
-        max_eval_batches=max_eval_batches, strict_manifest=strict_manifest, device=resolve_device(device),
+        peers=peers,
+        rounds=rounds,
+        partition=partition,
+        seed=seed,
+        local_steps=local_steps,
+        local_epochs=local_epochs,
+        gossip_interval=gossip_interval,
+        script_args=parse_script_args(script_args),
+        isolated=isolated,
+        max_eval_batches=max_eval_batches,
+        strict_manifest=strict_manifest,
+        device=resolve_device(device),
         byzantine=byzantine,
     )
     output = output_dir or os.path.join("runs", "sim-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -77,13 +120,20 @@ def simulate_command(manifest_path: str, script: Optional[str], data: Optional[s
         json.dump(_report(inputs.manifest, options, result), handle, indent=2, sort_keys=True)
     from quinkgl_cli.render import simulation_table
 
-    honest = [(s, size) for s, size in zip(result.summaries, result.shard_sizes) if s["node_id"] not in result.hostile]
+    honest = [
+        (s, size)
+        for s, size in zip(result.summaries, result.shard_sizes, strict=False)
+        if s["node_id"] not in result.hostile
+    ]
     terminal.render(simulation_table([s for s, _ in honest], [size for _, size in honest]))
     terminal.out(f"simulated {peers} peers x {rounds} rounds in {result.seconds:.1f} s")
     if result.hostile:
         accuracies = sorted(s["val_accuracy"] for s, _ in honest if s["val_accuracy"] is not None)
-        spread = (f"min {accuracies[0]:.4f} / median {statistics.median(accuracies):.4f} / max {accuracies[-1]:.4f}"
-                  if accuracies else "no accuracy")
+        spread = (
+            f"min {accuracies[0]:.4f} / median {statistics.median(accuracies):.4f} / max {accuracies[-1]:.4f}"
+            if accuracies
+            else "no accuracy"
+        )
         terminal.out(f"hostile peers (not shown): {', '.join(f'{n} {a}' for n, a in result.hostile.items())}")
         terminal.out(f"honest peers' final val accuracy: {spread}")
     terminal.out(f"metrics: {metrics_path}")
@@ -99,8 +149,12 @@ def _report(manifest: Any, options: Any, result: Any) -> dict[str, Any]:
     import attrs
 
     return {
-        "manifest": {"name": manifest.name, "swarm_id": manifest.swarm_id,
-                     "aggregation": manifest.aggregation.name, "topology": manifest.topology.name},
+        "manifest": {
+            "name": manifest.name,
+            "swarm_id": manifest.swarm_id,
+            "aggregation": manifest.aggregation.name,
+            "topology": manifest.topology.name,
+        },
         "options": attrs.asdict(options),
         "seconds": result.seconds,
         "shard_sizes": result.shard_sizes,
@@ -112,7 +166,7 @@ def _report(manifest: Any, options: Any, result: Any) -> dict[str, Any]:
     }
 
 
-def _spread(values: list[Any]) -> dict[str, Optional[float]]:
+def _spread(values: list[Any]) -> dict[str, float | None]:
     present = sorted(v for v in values if v is not None)
     if not present:
         return {"min": None, "median": None, "max": None}

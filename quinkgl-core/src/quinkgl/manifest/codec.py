@@ -52,7 +52,7 @@ def _make_converter() -> cattrs.Converter:
                 return float(value)
             except ValueError:
                 pass
-        raise TypeError(f"expected a number written as a string (e.g. \"0.1\"), got {_json_type(value)}")
+        raise TypeError(f'expected a number written as a string (e.g. "0.1"), got {_json_type(value)}')
 
     conv.register_structure_hook(float, structure_float)
     conv.register_unstructure_hook(float, lambda value: repr(value))
@@ -70,9 +70,7 @@ def _make_converter() -> cattrs.Converter:
         (item_type, *_rest) = type_.__args__
         return tuple(conv.structure(item, item_type) for item in value)
 
-    conv.register_structure_hook_func(
-        lambda t: getattr(t, "__origin__", None) is tuple, structure_tuple
-    )
+    conv.register_structure_hook_func(lambda t: getattr(t, "__origin__", None) is tuple, structure_tuple)
     return conv
 
 
@@ -142,7 +140,9 @@ def parse_manifest(data: bytes | str, source: str | None = None) -> Manifest:
             parse_constant=_reject_constant,
         )
     except json.JSONDecodeError as err:
-        raise ManifestError(f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})", source=source) from None
+        raise ManifestError(
+            f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})", source=source
+        ) from None
     except ValueError as err:
         raise ManifestError(f"not a valid manifest: {err}", source=source) from None
     except RecursionError:

@@ -7,7 +7,7 @@ booleans, lists and objects — no floats (write ``0.1`` as the string ``"0.1"``
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 
@@ -54,17 +54,17 @@ def _shape(_inst: Any, attribute: attrs.Attribute, value: tuple[int, ...]) -> No
         raise FieldValueError(attribute.name, f"must be 1 to {MAX_DIMS} positive integers; got {list(value)}")
 
 
-def _non_negative(_inst: Any, attribute: attrs.Attribute, value: Optional[int]) -> None:
+def _non_negative(_inst: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value < 0:
         raise FieldValueError(attribute.name, f"must be >= 0; got {value}")
 
 
-def _positive(_inst: Any, attribute: attrs.Attribute, value: Optional[int]) -> None:
+def _positive(_inst: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value <= 0:
         raise FieldValueError(attribute.name, f"must be > 0; got {value}")
 
 
-def _iso_time(_inst: Any, attribute: attrs.Attribute, value: Optional[str]) -> None:
+def _iso_time(_inst: Any, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None:
         from quinkgl.manifest.times import parse_time
 
@@ -95,7 +95,7 @@ class ModelSpec:
 def _json_params(_inst: Any, attribute: attrs.Attribute, value: dict[str, Any]) -> None:
     def walk(item: Any, where: str) -> None:
         if isinstance(item, float):
-            raise ValueError(f"{where}: floats are not allowed (hashing needs a fixed text form); write \"{item}\"")
+            raise ValueError(f'{where}: floats are not allowed (hashing needs a fixed text form); write "{item}"')
         if isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):
@@ -138,7 +138,9 @@ class PluginRequirement:
         try:
             SpecifierSet(value)
         except InvalidSpecifier:
-            raise FieldValueError(attribute.name, f"must be a version specifier such as '>=0.4,<0.5'; got {value!r}") from None
+            raise FieldValueError(
+                attribute.name, f"must be a version specifier such as '>=0.4,<0.5'; got {value!r}"
+            ) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -154,19 +156,19 @@ class Manifest:
     transport: Component
     data_policy: Component
     plugins: tuple[PluginRequirement, ...] = ()
-    round_limit: Optional[int] = attrs.field(default=None, validator=_positive)
+    round_limit: int | None = attrs.field(default=None, validator=_positive)
     byzantine_f: int = attrs.field(default=0, validator=_non_negative)
-    expires_at: Optional[str] = attrs.field(default=None, validator=_iso_time)
+    expires_at: str | None = attrs.field(default=None, validator=_iso_time)
     bootstrap_peers: tuple[str, ...] = attrs.field(default=())
     # "open": anyone with the manifest may join; "certified": only peers holding a membership certificate from the
     # creator (quinkgl.membership). Absent means open and is left out of the canonical bytes, so manifests written
     # before this field existed keep their swarm ID and signature.
     membership: str = attrs.field(default=MEMBERSHIPS[0], validator=_one_of(MEMBERSHIPS))
     created_at: str = attrs.field(validator=_iso_time)
-    creator_pubkey: Optional[str] = attrs.field(
+    creator_pubkey: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(_matches(PUBKEY_RE, "ed25519:<64 hex>"))
     )
-    signature: Optional[str] = attrs.field(
+    signature: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(_matches(SIGNATURE_RE, "ed25519:<128 hex>"))
     )
 

@@ -8,4 +8,4 @@ Plugin authors need only ``hookimpl`` and the record classes::
 from quinkgl.plugins.hookspecs import hookimpl, hookspec
 from quinkgl.plugins.records import AggregatorSpec, DataPolicySpec, NoParams, TopologySpec, TransportSpec
 
-__all__ = ["hookimpl", "hookspec", "AggregatorSpec", "DataPolicySpec", "NoParams", "TopologySpec", "TransportSpec"]
+__all__ = ["AggregatorSpec", "DataPolicySpec", "NoParams", "TopologySpec", "TransportSpec", "hookimpl", "hookspec"]

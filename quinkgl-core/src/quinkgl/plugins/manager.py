@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import attrs
 import pluggy
@@ -35,8 +36,8 @@ _REGISTER_HOOKS = {
 class Provider:
     """Where a plugin came from: its distribution (None for unpackaged plugins) and version."""
 
-    distribution: Optional[str]
-    version: Optional[str]
+    distribution: str | None
+    version: str | None
 
 
 @attrs.frozen
@@ -75,7 +76,7 @@ class Registry:
         self.conflicts: list[str] = []
         self._components: dict[str, dict[str, RegisteredComponent]] = {kind: {} for kind in COMPONENT_KINDS}
 
-    def components(self, kind: Optional[str] = None) -> list[RegisteredComponent]:
+    def components(self, kind: str | None = None) -> list[RegisteredComponent]:
         """Registered components, optionally of one kind, sorted by kind and name."""
         kinds = [kind] if kind else list(COMPONENT_KINDS)
         return [c for k in kinds for c in sorted(self._components[k].values(), key=lambda c: c.spec.key)]
@@ -84,7 +85,7 @@ class Registry:
         """Display names of the registered components of ``kind``."""
         return [c.name for c in self.components(kind)]
 
-    def find(self, kind: str, name: str) -> Optional[RegisteredComponent]:
+    def find(self, kind: str, name: str) -> RegisteredComponent | None:
         """The component called ``name`` (case-insensitive), or None."""
         return self._components[kind].get(normalise_name(name))
 

@@ -89,9 +89,7 @@ def _version_ok(version: str, specifier: str) -> bool:
         return False
 
 
-def resolve_components(
-    manifest: Manifest, registry: Registry, *, skip_kinds: Iterable[str] = ()
-) -> ResolvedComponents:
+def resolve_components(manifest: Manifest, registry: Registry, *, skip_kinds: Iterable[str] = ()) -> ResolvedComponents:
     """Check every plugin requirement and component of ``manifest``; one error lists all problems.
 
     ``skip_kinds`` leaves out components the caller replaces (the simulator brings its own transport)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import pluggy
@@ -86,11 +87,15 @@ def check_first_batch(manifest: Any, batch: Any, which: str) -> None:
             f"input_shape is {list(task.input_shape)}"
         )
     if task.label_type == "integer" and (labels.is_floating_point() or labels.dim() != 1):
-        raise DataError(f"the {which} loader yields labels {labels.dtype} {list(labels.shape)}, but label_type "
-                        "is integer (one class index per sample)")
+        raise DataError(
+            f"the {which} loader yields labels {labels.dtype} {list(labels.shape)}, but label_type "
+            "is integer (one class index per sample)"
+        )
     if task.label_type == "one_hot" and tuple(labels.shape[1:]) != tuple(task.output_shape):
-        raise DataError(f"the {which} loader yields labels of shape {list(labels.shape[1:])}, but one_hot labels "
-                        f"need shape {list(task.output_shape)}")
+        raise DataError(
+            f"the {which} loader yields labels of shape {list(labels.shape[1:])}, but one_hot labels "
+            f"need shape {list(task.output_shape)}"
+        )
     if task.label_type == "float" and not labels.is_floating_point():
         raise DataError(f"the {which} loader yields {labels.dtype} labels, but label_type is float")
 
@@ -103,9 +108,14 @@ def build_loaders(manifest: Any, hooks: Any, options: PeerOptions) -> tuple[Any,
     return loaders
 
 
-def prepare_data(manifest: Any, loaders: tuple[Any, Any], options: PeerOptions,
-                 indices: Optional[Sequence[int]] = None, val: Any = None,
-                 train_tensors: Optional[tuple[Any, Any]] = None) -> PeerData:
+def prepare_data(
+    manifest: Any,
+    loaders: tuple[Any, Any],
+    options: PeerOptions,
+    indices: Sequence[int] | None = None,
+    val: Any = None,
+    train_tensors: tuple[Any, Any] | None = None,
+) -> PeerData:
     """Check the loaders' first batches and convert them to fast batches where possible (a shard if given).
 
     ``val`` / ``train_tensors``: validation batches and the materialised training set, when already prepared."""
@@ -160,7 +170,7 @@ def build_components(manifest: Any, resolved: ResolvedComponents) -> tuple[Any, 
     for field in ("aggregation", "topology", "data_policy"):
         spec = resolved.components[field].spec
         made.append(spec.factory(resolved.params[field], manifest))
-    return tuple(made)  # type: ignore[return-value]
+    return tuple(made)
 
 
 def build_peer(
@@ -170,8 +180,8 @@ def build_peer(
     registry: Registry,
     make_transport: Callable[[int], Any],
     *,
-    resolved: Optional[ResolvedComponents] = None,
-    data: Optional[PeerData] = None,
+    resolved: ResolvedComponents | None = None,
+    data: PeerData | None = None,
     limiter: Any = None,
 ) -> PeerParts:
     """Everything a :class:`~quinkgl.runtime.peer.Peer` needs; raises a QuinkGLError naming what is wrong.
@@ -207,10 +217,23 @@ def build_peer(
             store.release_lock()
         raise
     return PeerParts(
-        manifest=manifest, options=options, hooks=hooks, model=model, optimizer=optimizer, train_data=data.train,
-        val_data=data.val, num_samples=data.num_samples, label_counts=data.label_counts, aggregator=aggregator,
-        topology=topology, data_policy=data_policy, transport=transport,
+        manifest=manifest,
+        options=options,
+        hooks=hooks,
+        model=model,
+        optimizer=optimizer,
+        train_data=data.train,
+        val_data=data.val,
+        num_samples=data.num_samples,
+        label_counts=data.label_counts,
+        aggregator=aggregator,
+        topology=topology,
+        data_policy=data_policy,
+        transport=transport,
         loss_fn=loss_function(manifest.task.type, manifest.task.label_type),
-        classify=manifest.task.type == "class", store=store, start_round=start_round, limiter=limiter,
+        classify=manifest.task.type == "class",
+        store=store,
+        start_round=start_round,
+        limiter=limiter,
         membership_cert=membership_cert,
     )

@@ -7,7 +7,8 @@ through building the model. Updates arrive decoded on the CPU; aggregation moves
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from quinkgl.errors import PluginError, UsageError
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -23,11 +24,11 @@ class PeerInputs:
 def load_inputs(
     manifest_path: str,
     *,
-    script: Optional[str] = None,
-    data: Optional[str] = None,
+    script: str | None = None,
+    data: str | None = None,
     trust_policy: str = "tofu",
     trusted_keys: Iterable[str] = (),
-    tofu_store: Optional[TofuStore] = None,
+    tofu_store: TofuStore | None = None,
 ) -> PeerInputs:
     """Load the manifest, apply the trust policy, then load the peer script (Mode B) or dataset (Mode A).
 

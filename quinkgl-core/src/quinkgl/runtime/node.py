@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -32,14 +33,14 @@ class NetworkOptions:
     bootstrap_peers: Sequence[str] = ()
     announce_addrs: Sequence[str] = ()
     relay: bool = False  # serve as a circuit relay for the swarm's members (libp2p)
-    state_dir: Optional[str] = None  # identity key location; default: checkpoint dir, else per-user state
+    state_dir: str | None = None  # identity key location; default: checkpoint dir, else per-user state
 
 
 @attrs.frozen
 class RunOutcome:
     """How a run ended: the signal that stopped it (None when all rounds finished) and the peer's summary."""
 
-    signal: Optional[int]
+    signal: int | None
     summary: dict[str, Any]
     history: list[dict[str, Any]]
 
@@ -53,9 +54,15 @@ def identity_dir(options: PeerOptions, network: NetworkOptions) -> str:
     return os.path.join(paths.state_dir(), "nodes", options.node_id)
 
 
-async def run_peer(manifest: Any, source: Any, options: PeerOptions, network: NetworkOptions, registry: Registry,
-                   observer: Optional[Callable[[str, dict[str, Any]], None]] = None,
-                   on_listening: Optional[Callable[[Any], None]] = None) -> RunOutcome:
+async def run_peer(
+    manifest: Any,
+    source: Any,
+    options: PeerOptions,
+    network: NetworkOptions,
+    registry: Registry,
+    observer: Callable[[str, dict[str, Any]], None] | None = None,
+    on_listening: Callable[[Any], None] | None = None,
+) -> RunOutcome:
     """Build and run one peer until its rounds are done or a signal arrives."""
     import trio
 
@@ -69,8 +76,12 @@ async def run_peer(manifest: Any, source: Any, options: PeerOptions, network: Ne
 
     def make_transport(max_bytes: int) -> Any:
         config = TransportConfig(
-            swarm_id=manifest.swarm_id, node_id=options.node_id, host=network.host, port=network.port,
-            state_dir=identity_dir(options, network), max_payload_bytes=max_bytes,
+            swarm_id=manifest.swarm_id,
+            node_id=options.node_id,
+            host=network.host,
+            port=network.port,
+            state_dir=identity_dir(options, network),
+            max_payload_bytes=max_bytes,
             bootstrap_peers=tuple(dict.fromkeys([*manifest.bootstrap_peers, *network.bootstrap_peers])),
             announce_addrs=tuple(network.announce_addrs),
             # arch_hash: answered by the libp2p hello protocol (quinkgl doctor); relay: serve as a circuit relay

@@ -19,7 +19,8 @@ import logging
 import random
 import statistics
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -89,7 +90,7 @@ class PeerParts:
     classify: bool
     store: Any = None  # CheckpointStore or None
     start_round: int = 0
-    limiter: Optional[trio.CapacityLimiter] = None
+    limiter: trio.CapacityLimiter | None = None
     membership_cert: Any = None  # this peer's MembershipCertificate in a certified swarm, else None
     attack: Any = None  # a quinkgl.attacks.Attack for a simulated hostile peer (--byzantine); None for honest peers
 
@@ -106,13 +107,13 @@ class PullOutcome:
 class Peer:
     """A running gossip-learning peer."""
 
-    def __init__(self, parts: PeerParts, observer: Optional[Observer] = None):
+    def __init__(self, parts: PeerParts, observer: Observer | None = None):
         self.p = parts
         self.options = parts.options
         self.observer = observer or (lambda kind, data: None)
         self.swarm_id = parts.manifest.swarm_id
         self.arch_hash = parts.manifest.model.arch_hash
-        self.view: Optional[PeerView] = None
+        self.view: PeerView | None = None
         self.counters = PeerCounters()
         self.round = parts.start_round
         self.pushed = parts.start_round  # the newest round whose model this peer serves
@@ -127,14 +128,14 @@ class Peer:
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
         self.announcements_handled = 0
-        self._served: Optional[tuple[int, bytes]] = None  # (round, wire update) of the newest trained model
+        self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
         self._changed = trio.Event()
         self._announce_soon = trio.Event()
         # Bounded: a flood of fresh peer IDs must not grow memory, callbacks or log lines without limit.
         self._ignored_announcers = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
         self._discovered = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
         self._ignored_warnings = RateLimit(IGNORED_WARNINGS_PER_MINUTE, 60.0)
-        self._callback_error: Optional[BaseException] = None  # a peer-script callback that raised on the loop
+        self._callback_error: BaseException | None = None  # a peer-script callback that raised on the loop
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -166,8 +167,13 @@ class Peer:
             self.counters.reject(f"announcement_{exc.reason}")
             if self._ignored_announcers.add(sender, now) and self._ignored_warnings.allow(now):
                 suppressed = self._ignored_warnings.take_suppressed()
-                log.warning("ignoring peer %s: %s (%s)%s", sender, exc.reason.replace("_", " "), exc,
-                            f"; {suppressed} similar warning(s) suppressed" if suppressed else "")
+                log.warning(
+                    "ignoring peer %s: %s (%s)%s",
+                    sender,
+                    exc.reason.replace("_", " "),
+                    exc,
+                    f"; {suppressed} similar warning(s) suppressed" if suppressed else "",
+                )
                 self._emit("peer_ignored", sender=sender, reason=exc.reason, detail=str(exc))
             return
         if first and self._discovered.add(sender, now):  # once per peer, even if it leaves the view and comes back
@@ -220,8 +226,14 @@ class Peer:
         last = self.history[-1] if self.history else {}
         metrics = {k: last[k] for k in ("val_accuracy", "val_loss", "round") if last.get(k) is not None}
         doc = encode_announcement(
-            swarm_id=self.swarm_id, arch_hash=self.arch_hash, node_id=self.options.node_id, round_idx=self.round,
-            pushed=self.pushed, done=self.done, metrics=metrics, metadata=self.metadata,
+            swarm_id=self.swarm_id,
+            arch_hash=self.arch_hash,
+            node_id=self.options.node_id,
+            round_idx=self.round,
+            pushed=self.pushed,
+            done=self.done,
+            metrics=metrics,
+            metadata=self.metadata,
             cert=self.p.membership_cert.to_dict() if self.p.membership_cert is not None else None,
         )
         try:
@@ -244,9 +256,11 @@ class Peer:
         linger), minus the avoided ones; sorted, so that the topology's seeded choice does not depend on the order
         in which announcements arrived."""
         assert self.view is not None
-        return [PeerCandidate(p.peer_id, p.round, dict(p.metadata)) for p in sorted(self.view.peers.values(),
-                                                                                    key=lambda p: p.peer_id)
-                if now - p.last_seen <= self.view.timeout and not self.avoided.avoids(p.peer_id, self.round)]
+        return [
+            PeerCandidate(p.peer_id, p.round, dict(p.metadata))
+            for p in sorted(self.view.peers.values(), key=lambda p: p.peer_id)
+            if now - p.last_seen <= self.view.timeout and not self.avoided.avoids(p.peer_id, self.round)
+        ]
 
     def _pick_sources(self, round_idx: int) -> tuple[int, list[str]]:
         """How many answers the round needs, and the sources in the order to ask them: the topology's picks
@@ -254,8 +268,9 @@ class Peer:
         inputs than the topology's fanout)."""
         candidates = self._source_candidates(trio.current_time())
         me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
-        picks = [t for t in self.p.topology.select(self.peer_id, [me, *candidates], round_idx, self.rng)
-                 if t != self.peer_id]
+        picks = [
+            t for t in self.p.topology.select(self.peer_id, [me, *candidates], round_idx, self.rng) if t != self.peer_id
+        ]
         rest = [c.peer_id for c in candidates if c.peer_id not in picks]
         self.rng.shuffle(rest)
         need = max(len(picks), int(getattr(self.p.aggregator, "min_updates", 0) or 0), 1)
@@ -270,8 +285,9 @@ class Peer:
         deadline = cap if learned is None else min(cap, pulled + max(floor, learned))
         return max(deadline, pulled + pull.DEADLINE_FLOOR_S)
 
-    async def _pull(self, round_idx: int, need: int, order: list[str], deadline: Callable[[], float],
-                    min_round: int) -> PullOutcome:
+    async def _pull(
+        self, round_idx: int, need: int, order: list[str], deadline: Callable[[], float], min_round: int
+    ) -> PullOutcome:
         """Ask sources from ``order`` (``need`` at a time, replacing failures) until ``need`` answered or the
         deadline passes; ``deadline()`` is re-read after every answer (each one teaches the learned deadline).
         Sources still pending at the deadline are avoided for the next rounds."""
@@ -304,13 +320,15 @@ class Peer:
         outcome.received.sort(key=lambda u: u.sender)
         return outcome
 
-    async def _fetch(self, source: str, round_idx: int, deadline: float, min_round: int,
-                     outcome: PullOutcome) -> Optional[ModelUpdate]:
+    async def _fetch(
+        self, source: str, round_idx: int, deadline: float, min_round: int, outcome: PullOutcome
+    ) -> ModelUpdate | None:
         """One source's answer, decoded and checked; None (counted) when it fails. A source still training the
         round waits for it only part of our time left, then sends its newest model (if not too stale)."""
         asked = trio.current_time()
-        request = pull.encode_request(swarm_id=self.swarm_id, round_idx=round_idx,
-                                      wait=pull.WAIT_SHARE * (deadline - asked))
+        request = pull.encode_request(
+            swarm_id=self.swarm_id, round_idx=round_idx, wait=pull.WAIT_SHARE * (deadline - asked)
+        )
         try:
             payload = await self.p.transport.request(source, request, timeout=deadline - asked)
         except TransportError as exc:
@@ -325,11 +343,12 @@ class Peer:
             self.avoided.answered(source)
         return update
 
-    async def _decode(self, source: str, payload: bytes, min_round: int) -> Optional[ModelUpdate]:
+    async def _decode(self, source: str, payload: bytes, min_round: int) -> ModelUpdate | None:
         try:
             decoded = await self._work(
-                lambda: wire.decode_update(payload, expected=self.expected, swarm_id=self.swarm_id,
-                                           max_bytes=self.max_update)
+                lambda: wire.decode_update(
+                    payload, expected=self.expected, swarm_id=self.swarm_id, max_bytes=self.max_update
+                )
             )
         except wire.WireRejected as exc:
             self.counters.reject(exc.reason.value)
@@ -390,8 +409,9 @@ class Peer:
         started = trio.current_time()
         need = max(CATCH_UP_SOURCES, int(getattr(self.p.aggregator, "min_updates", 0) or 0))
         cap = started + self.options.gossip_interval
-        outcome = await self._pull(pull.NEWEST, need, order, lambda: cap,
-                                   min_round=swarm_round - self.options.staleness)
+        outcome = await self._pull(
+            pull.NEWEST, need, order, lambda: cap, min_round=swarm_round - self.options.staleness
+        )
         if not outcome.received:
             log.warning("could not catch up with the swarm at round %d: no peer answered", swarm_round)
             return
@@ -403,23 +423,31 @@ class Peer:
         adopted = min(statistics.median_low([u.round for u in outcome.received]), self.options.rounds)
         self.completed = self.round = self.pushed = adopted
         seconds = trio.current_time() - started
-        log.info("caught up with the swarm at round %d from %d peer(s) in %.2f s", adopted, len(outcome.received),
-                 seconds)
+        log.info(
+            "caught up with the swarm at round %d from %d peer(s) in %.2f s", adopted, len(outcome.received), seconds
+        )
         self._emit("caught_up", round=adopted, peers=[u.sender for u in outcome.received], seconds=round(seconds, 3))
 
     # -- the round ---------------------------------------------------------------------------------------------
 
     def _train(self) -> Any:
         steps = self.options.steps_for(_batches_per_epoch(self.p.train_data))
-        return train_steps(self.p.model, self.p.optimizer, self.stream, steps, self.p.loss_fn, self.options.device,
-                           self.p.classify)
+        return train_steps(
+            self.p.model, self.p.optimizer, self.stream, steps, self.p.loss_fn, self.options.device, self.p.classify
+        )
 
     def _snapshot(self) -> dict[str, Any]:
         return {name: t.detach().clone() for name, t in self.p.model.state_dict().items()}
 
     def _encode(self, tensors: dict[str, Any], round_idx: int) -> bytes:
-        return wire.encode_update(tensors, swarm_id=self.swarm_id, sender=self.peer_id, round=round_idx,
-                                  num_samples=self.p.num_samples, metadata=self.metadata)
+        return wire.encode_update(
+            tensors,
+            swarm_id=self.swarm_id,
+            sender=self.peer_id,
+            round=round_idx,
+            num_samples=self.p.num_samples,
+            metadata=self.metadata,
+        )
 
     def _aggregate(self, own: ModelUpdate, received: list[ModelUpdate]) -> Any:
         result = self.p.aggregator.aggregate(own, received)
@@ -427,16 +455,28 @@ class Peer:
         return result
 
     def _evaluate(self) -> Any:
-        return evaluate(self.p.model, self.p.val_data, self.p.loss_fn, self.options.device, self.p.classify,
-                        self.options.max_eval_batches)
+        return evaluate(
+            self.p.model,
+            self.p.val_data,
+            self.p.loss_fn,
+            self.options.device,
+            self.p.classify,
+            self.options.max_eval_batches,
+        )
 
     def _checkpoint(self, round_idx: int, metrics: dict[str, Any], view: dict[str, Any]) -> None:
         # Runs in a worker thread: ``view`` is a snapshot taken on the event loop, which keeps changing the view.
         store = self.p.store
         if store is None:
             return
-        store.save(round_idx, self.p.model.state_dict(), self.p.optimizer.state_dict(), metrics, view,
-                   extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash, "node_id": self.options.node_id})
+        store.save(
+            round_idx,
+            self.p.model.state_dict(),
+            self.p.optimizer.state_dict(),
+            metrics,
+            view,
+            extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash, "node_id": self.options.node_id},
+        )
         store.metrics_log.append(metrics)
 
     def _raise_callback_error(self) -> None:
@@ -479,8 +519,13 @@ class Peer:
             need, order = self._pick_sources(round_idx)
             pulled, cap = trio.current_time(), started + self.options.gossip_interval
             floor = max(pull.DEADLINE_FLOOR_S, train_seconds)  # a source that trains as fast as we do is not late
-            outcome = await self._pull(round_idx, need, order, lambda: self._deadline(pulled, cap, floor),
-                                       min_round=round_idx - self.options.staleness)
+            outcome = await self._pull(
+                round_idx,
+                need,
+                order,
+                lambda: self._deadline(pulled, cap, floor),
+                min_round=round_idx - self.options.staleness,
+            )
         self._raise_callback_error()
         received = outcome.received
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
@@ -490,10 +535,16 @@ class Peer:
             result = await self._work(self._aggregate, own, received)
             used = tuple(s for s in result.used if s != self.peer_id)
             samples = sum(u.num_samples for u in (own, *received) if u.sender in result.used)
-            log.info("aggregated models from %d peer(s) in round %d: %s (%d samples)", len(used), round_idx,
-                     ", ".join(used), samples)
-            self._emit("aggregated", round=round_idx, peers=list(used), samples=samples,
-                       inputs=[u.sender for u in received])
+            log.info(
+                "aggregated models from %d peer(s) in round %d: %s (%d samples)",
+                len(used),
+                round_idx,
+                ", ".join(used),
+                samples,
+            )
+            self._emit(
+                "aggregated", round=round_idx, peers=list(used), samples=samples, inputs=[u.sender for u in received]
+            )
             self.p.hooks.quinkgl_on_aggregation_done(peer_ids=list(used), sample_count=samples)
         elif not self.options.isolated:
             log.info("no source answered in round %d; keeping the local model", round_idx)
@@ -547,9 +598,13 @@ class Peer:
 
     async def run(self) -> list[dict[str, Any]]:
         """Run the remaining rounds; return the metrics of each round run."""
-        self.p.transport.set_handlers(on_announcement=self._on_announcement, on_payload=self._on_payload,
-                                      on_peer_lost=self._on_peer_lost, on_request=self._on_request,
-                                      admits=self.admits)
+        self.p.transport.set_handlers(
+            on_announcement=self._on_announcement,
+            on_payload=self._on_payload,
+            on_peer_lost=self._on_peer_lost,
+            on_request=self._on_request,
+            admits=self.admits,
+        )
         try:
             await self._run_rounds()
         finally:
@@ -559,13 +614,14 @@ class Peer:
         return self.history
 
     async def _run_rounds(self) -> None:
-        refused: Optional[QuinkGLError] = None
+        refused: QuinkGLError | None = None
         async with self.p.transport:
             # The peer ID is known once the transport runs: a certificate for another peer stops us here (raised
             # after the transport has closed, so it is reported as the reason, not as a failure to close).
             try:
-                check_own_certificate(self.p.manifest, self.p.membership_cert, self.peer_id,
-                                      self.options.membership_cert or "")
+                check_own_certificate(
+                    self.p.manifest, self.p.membership_cert, self.peer_id, self.options.membership_cert or ""
+                )
             except QuinkGLError as exc:
                 refused = exc
             else:
@@ -603,9 +659,19 @@ class Peer:
             return
         try:
             last = self.history[-1] if self.history else {"round": self.completed}
-            self.p.store.save(self.completed, self.p.model.state_dict(), self.p.optimizer.state_dict(), last,
-                              self.view.snapshot(), extra={"swarm_id": self.swarm_id, "arch_hash": self.arch_hash,
-                                                           "node_id": self.options.node_id, "interrupted": True})
+            self.p.store.save(
+                self.completed,
+                self.p.model.state_dict(),
+                self.p.optimizer.state_dict(),
+                last,
+                self.view.snapshot(),
+                extra={
+                    "swarm_id": self.swarm_id,
+                    "arch_hash": self.arch_hash,
+                    "node_id": self.options.node_id,
+                    "interrupted": True,
+                },
+            )
         finally:
             self.p.store.release_lock()
 
@@ -637,4 +703,3 @@ def _batches_per_epoch(loader: Any) -> int:
         return len(loader)
     except TypeError:
         return 100
-

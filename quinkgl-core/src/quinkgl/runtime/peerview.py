@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 
@@ -34,13 +34,29 @@ class AnnouncementRejected(Exception):
         self.reason = reason
 
 
-def encode_announcement(*, swarm_id: str, arch_hash: str, node_id: str, round_idx: int, pushed: int, done: bool,
-                        metrics: dict[str, Any], metadata: dict[str, Any],
-                        cert: Optional[dict[str, Any]] = None) -> bytes:
+def encode_announcement(
+    *,
+    swarm_id: str,
+    arch_hash: str,
+    node_id: str,
+    round_idx: int,
+    pushed: int,
+    done: bool,
+    metrics: dict[str, Any],
+    metadata: dict[str, Any],
+    cert: dict[str, Any] | None = None,
+) -> bytes:
     """The announcement bytes a peer publishes (``cert``: its membership certificate in a certified swarm)."""
     doc = {
-        "v": ANNOUNCEMENT_VERSION, "swarm_id": swarm_id, "arch_hash": arch_hash, "node_id": node_id,
-        "round": round_idx, "pushed": pushed, "done": done, "metrics": metrics, "metadata": metadata,
+        "v": ANNOUNCEMENT_VERSION,
+        "swarm_id": swarm_id,
+        "arch_hash": arch_hash,
+        "node_id": node_id,
+        "round": round_idx,
+        "pushed": pushed,
+        "done": done,
+        "metrics": metrics,
+        "metadata": metadata,
     }
     if cert is not None:
         doc["cert"] = cert
@@ -79,8 +95,9 @@ def parse_announcement(raw: bytes, *, swarm_id: str, arch_hash: str) -> dict[str
         raise AnnouncementRejected("malformed", "cert must be an object")
     kept = sum(len(json.dumps(doc[key], separators=(",", ":"))) for key in ("metrics", "metadata"))
     if kept > MAX_PEER_METADATA_BYTES:
-        raise AnnouncementRejected("oversized_metadata",
-                                   f"{kept} bytes of metrics and metadata; at most {MAX_PEER_METADATA_BYTES} are kept")
+        raise AnnouncementRejected(
+            "oversized_metadata", f"{kept} bytes of metrics and metadata; at most {MAX_PEER_METADATA_BYTES} are kept"
+        )
     return doc
 
 
@@ -96,8 +113,8 @@ class PeerState:
     last_seen: float = 0.0
     metrics: dict[str, Any] = attrs.field(factory=dict)
     metadata: dict[str, Any] = attrs.field(factory=dict)
-    cert_signature: Optional[str] = None  # of the verified membership certificate (certified swarms)
-    cert_expires: Optional[float] = None  # POSIX time the certificate expires (None: never, or open swarm)
+    cert_signature: str | None = None  # of the verified membership certificate (certified swarms)
+    cert_expires: float | None = None  # POSIX time the certificate expires (None: never, or open swarm)
 
 
 class PeerView:
@@ -110,9 +127,16 @@ class PeerView:
 
     The view lives on the event loop; other threads get :meth:`snapshot` copies taken there."""
 
-    def __init__(self, own_id: str, timeout: float, *, max_peers: int = MAX_VIEW_PEERS,
-                 expire_after: Optional[float] = None, gate: Optional[MembershipGate] = None,
-                 max_round_lead: int = MAX_ROUND_LEAD):
+    def __init__(
+        self,
+        own_id: str,
+        timeout: float,
+        *,
+        max_peers: int = MAX_VIEW_PEERS,
+        expire_after: float | None = None,
+        gate: MembershipGate | None = None,
+        max_round_lead: int = MAX_ROUND_LEAD,
+    ):
         self.own_id = own_id
         self.timeout = timeout
         self.max_peers = max_peers
@@ -121,7 +145,7 @@ class PeerView:
         self.max_round_lead = max_round_lead
         self.peers: dict[str, PeerState] = {}
 
-    def observe(self, peer_id: str, doc: dict[str, Any], now: float, own_round: Optional[int] = None) -> bool:
+    def observe(self, peer_id: str, doc: dict[str, Any], now: float, own_round: int | None = None) -> bool:
         """Record a valid announcement; True the first time this peer is seen (since it last left the view).
 
         Raises :class:`AnnouncementRejected` for a round too far ahead of ``own_round``, a sender without a valid
@@ -169,7 +193,7 @@ class PeerView:
         """The transport lost this peer."""
         self.peers.pop(peer_id, None)
 
-    def admits(self, peer_id: str, wall_now: Optional[float] = None) -> bool:
+    def admits(self, peer_id: str, wall_now: float | None = None) -> bool:
         """Whether we exchange anything with ``peer_id``: it is in the view, and its certificate (if the swarm is
         certified) has not expired. Transports may ask this before reading any bytes from the peer."""
         state = self.peers.get(peer_id)
@@ -180,8 +204,11 @@ class PeerView:
     def alive(self, now: float) -> list[PeerState]:
         """Peers heard from within the timeout that have not finished (and are still admitted)."""
         wall = time.time()
-        return [p for p in self.peers.values() if now - p.last_seen <= self.timeout and not p.done
-                and (p.cert_expires is None or wall < p.cert_expires)]
+        return [
+            p
+            for p in self.peers.values()
+            if now - p.last_seen <= self.timeout and not p.done and (p.cert_expires is None or wall < p.cert_expires)
+        ]
 
     def is_compatible(self, peer_id: str) -> bool:
         """Whether ``peer_id`` has announced our swarm and arch hash (and is admitted)."""

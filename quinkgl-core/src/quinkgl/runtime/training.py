@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
@@ -14,7 +15,7 @@ class StepMetrics:
     """Mean loss and accuracy (None for non-classification tasks) over the samples seen."""
 
     loss: float
-    accuracy: Optional[float]
+    accuracy: float | None
     samples: int
 
 
@@ -34,7 +35,7 @@ class BatchStream:
 
     def __init__(self, loader: Any):
         self.loader = loader
-        self._iterator: Optional[Iterator[Any]] = None
+        self._iterator: Iterator[Any] | None = None
 
     def next(self) -> Any:
         for _ in range(2):
@@ -47,7 +48,7 @@ class BatchStream:
         raise ScriptError("the training loader yields no batches")
 
 
-def _accuracy(outputs: Any, targets: Any) -> Optional[int]:
+def _accuracy(outputs: Any, targets: Any) -> int | None:
     if outputs.dim() < 2:
         return None
     predicted = outputs.argmax(dim=1)
@@ -55,8 +56,9 @@ def _accuracy(outputs: Any, targets: Any) -> Optional[int]:
     return int((predicted == labels).sum())
 
 
-def train_steps(model: Any, optimizer: Any, stream: BatchStream, steps: int, loss_fn: Any, device: str,
-                classify: bool) -> StepMetrics:
+def train_steps(
+    model: Any, optimizer: Any, stream: BatchStream, steps: int, loss_fn: Any, device: str, classify: bool
+) -> StepMetrics:
     """Run ``steps`` optimisation steps; return mean loss/accuracy over them."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -76,8 +78,9 @@ def train_steps(model: Any, optimizer: Any, stream: BatchStream, steps: int, los
     return StepMetrics(total_loss / max(seen, 1), correct / max(seen, 1) if classify else None, seen)
 
 
-def evaluate(model: Any, loader: Any, loss_fn: Any, device: str, classify: bool,
-             max_batches: Optional[int] = None) -> StepMetrics:
+def evaluate(
+    model: Any, loader: Any, loss_fn: Any, device: str, classify: bool, max_batches: int | None = None
+) -> StepMetrics:
     """Loss/accuracy over the validation loader (at most ``max_batches`` batches)."""
     import torch
 

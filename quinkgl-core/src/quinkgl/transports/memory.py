@@ -9,14 +9,14 @@ Deliveries are synchronous handler calls on the event loop; bytes are passed, ne
 from __future__ import annotations
 
 import itertools
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 import trio
 
 from quinkgl.transport import MAX_REQUEST_BYTES, TransportConfig, TransportError, TransportStats
 
-_hubs: dict[str, dict[str, "MemoryTransport"]] = {}
+_hubs: dict[str, dict[str, MemoryTransport]] = {}
 _ids = itertools.count(1)
 
 
@@ -49,12 +49,24 @@ class MemoryTransport:
     def listen_addrs(self) -> list[str]:
         return []
 
-    def set_handlers(self, *, on_announcement: Any, on_payload: Any, on_peer_lost: Optional[Any] = None,
-                     on_request: Optional[Any] = None, admits: Optional[Any] = None) -> None:
+    def set_handlers(
+        self,
+        *,
+        on_announcement: Any,
+        on_payload: Any,
+        on_peer_lost: Any | None = None,
+        on_request: Any | None = None,
+        admits: Any | None = None,
+    ) -> None:
         """``admits(peer_id)``, if given, is asked before a payload or request from ``peer_id`` is delivered: one it
         refuses is counted as ``not_admitted`` and the sender gets a TransportError, as over a network."""
-        self._handlers = {"announcement": on_announcement, "payload": on_payload, "lost": on_peer_lost,
-                          "request": on_request, "admits": admits}
+        self._handlers = {
+            "announcement": on_announcement,
+            "payload": on_payload,
+            "lost": on_peer_lost,
+            "request": on_request,
+            "admits": admits,
+        }
 
     def _count_rejected(self, reason: str) -> None:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
