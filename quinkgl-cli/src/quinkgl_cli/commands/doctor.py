@@ -86,8 +86,10 @@ def doctor_command(
     try:
         from quinkgl_transport_libp2p.doctor import diagnose
     except ImportError as err:  # pragma: no cover - partial installs
-        raise click.ClickException(
-            f"quinkgl doctor needs the libp2p transport: pip install quinkgl-transport-libp2p ({err})"
+        from quinkgl.extras import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"quinkgl doctor needs the libp2p transport ({err}); install it with: pip install quinkgl-transport-libp2p"
         ) from None
     peers = list(dict.fromkeys([*manifest.bootstrap_peers, *bootstrap_peers]))
     report = trio.run(
