@@ -12,7 +12,7 @@ from conftest import quinkgl_executable
 AGGREGATED = re.compile(r"aggregated models from \d+ peer\(s\) in round (\d+): (.*) \(\d+ samples\)")
 ANNOUNCES = re.compile(r"quinkgl\.net: peer (\S+) announces (.*)$", re.MULTILINE)
 LISTENING = re.compile(r"^peer (\S+) \((\w+)\) swarm .* listening on (.*)$", re.MULTILINE)
-ROUND_END = re.compile(r"aggregated models from|no updates received in round")
+ROUND_END = re.compile(r"aggregated models from|no source answered in round")
 
 
 class NetPeer:
