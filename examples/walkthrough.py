@@ -3,7 +3,9 @@
 Steps: fetch real MNIST → keygen → arch hash of the guide's MNISTNet (python -c, as in the guide) →
 manifest create → manifest verify → five `quinkgl run` peer processes on loopback, exactly as the guide starts
 them (one per "terminal", output tee'd to peer-N.log) → the guide's greps → each peer's first and final
-validation accuracy. Exits 0 only if every step worked and every peer improved.
+validation accuracy. Exits 0 only if every step worked, the swarm's mean accuracy rose, and no peer ended more
+than NOISE below where it started (one peer's accuracy on 10,000 test images moves by about a point from round
+to round under momentum SGD, so a single peer may dip while the swarm improves).
 
 Everything happens in ``runs/walkthrough/`` (``--workdir``); per-user state (TOFU cache, peer registry) is kept
 inside it so repeated demos do not interfere with each other or with your own peers.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GREPS = ("aggregated models", "round=", "peer-discovered")
+NOISE = 0.02  # how far one peer's final accuracy may sit below its first-round accuracy
 
 
 def step(title: str, argv: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -87,9 +90,10 @@ def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
 
 
 def report(args: argparse.Namespace, work: Path, codes: list[int]) -> bool:
-    """The guide's greps and each peer's accuracy; True when every peer ran all rounds and improved."""
+    """The guide's greps and each peer's accuracy; True when every peer ran all rounds and the swarm improved."""
     ok = True
     overheads = []
+    firsts, finals = [], []
     print("\n## Results (the guide's greps on each peer-N.log)", flush=True)
     for index, code in enumerate(codes, start=1):
         text = (work / f"peer-{index}.log").read_text(errors="replace")
@@ -98,14 +102,27 @@ def report(args: argparse.Namespace, work: Path, codes: list[int]) -> bool:
         rounds = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
         first = rounds[0]["val_accuracy"] if rounds else None
         final = rounds[-1]["val_accuracy"] if rounds else None
-        improved = code == 0 and len(rounds) == args.rounds and final is not None and final > first
-        ok &= improved and all(counts.values())
+        finished = code == 0 and len(rounds) == args.rounds and first is not None and final is not None
+        verdict = "NOT improved"
+        if finished:
+            firsts.append(first)
+            finals.append(final)
+            verdict = "improved" if final > first else "held" if final >= first - NOISE else verdict
+        ok &= verdict != "NOT improved" and all(counts.values())
         overheads += [m["round_seconds"] - m["train_seconds"] - m["eval_seconds"] for m in rounds[1:]]
         print(
             f"peer-{index}: exit {code}, rounds {len(rounds)}/{args.rounds}, val accuracy "
             f"{first if first is None else f'{first:.4f}'} -> {final if final is None else f'{final:.4f}'}"
-            f" ({'improved' if improved else 'NOT improved'}); "
+            f" ({verdict}); "
             + ", ".join(f"'{p}': {n} lines" for p, n in counts.items()),
+            flush=True,
+        )
+    if firsts and len(firsts) == len(codes):
+        rose = statistics.fmean(finals) > statistics.fmean(firsts)
+        ok &= rose
+        print(
+            f"swarm mean val accuracy {statistics.fmean(firsts):.4f} -> {statistics.fmean(finals):.4f}"
+            f" ({'improved' if rose else 'NOT improved'})",
             flush=True,
         )
     if overheads:
@@ -188,8 +205,8 @@ def main() -> None:
     codes = wait_all(start_peers(quinkgl, args, work, env), args.timeout)
     print(f"all peers exited after {time.monotonic() - started:.1f} s: {codes}", flush=True)
     if not report(args, work, codes):
-        sys.exit("walkthrough FAILED: not every peer finished all rounds and improved (see peer-N.log)")
-    print("\nwalkthrough OK: every peer found the others, exchanged models, aggregated and improved", flush=True)
+        sys.exit("walkthrough FAILED: not every peer finished all rounds, or the swarm did not improve (see peer-N.log)")
+    print("\nwalkthrough OK: every peer found the others, exchanged models, aggregated; the swarm improved", flush=True)
 
 
 if __name__ == "__main__":

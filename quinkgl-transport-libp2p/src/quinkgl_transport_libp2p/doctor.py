@@ -33,6 +33,8 @@ from .bootstrap import BootstrapTarget, dial_unknown, parse_bootstrap_addr, reso
 logger = logging.getLogger(__name__)
 
 REACHABLE = "reachable"
+BUSY_RETRIES = 3  # asks again when the answerer says it dialled someone back less than a second ago
+BUSY_RETRY_S = 1.2
 
 #: status -> what to do about it (shown after the reason)
 ADVICE = {
@@ -93,6 +95,18 @@ async def check_peer(
     return last
 
 
+async def _ask_hello(host: Any, peer: Any, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One hello exchange on a fresh stream; raises ``trio.TooSlowError`` past ``timeout``."""
+    with trio.fail_after(timeout):
+        stream = await host.new_stream(peer, [hello.PROTOCOL_ID])
+        try:
+            await stream.write(hello.encode(request))
+            return await hello.read_message(stream, timeout)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                await stream.close()
+
+
 async def _check_ip(
     host: Any,
     target: BootstrapTarget,
@@ -127,17 +141,14 @@ async def _check_ip(
         return PeerCheck(
             where, "wrong peer", f"peer {peer_text} answered, not the pinned {target.peer_id}", peer_id=peer_text
         )
+    request = {"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash, "dial_back": dial_back_port}
     try:
-        with trio.fail_after(timeout + hello.DIAL_BACK_TIMEOUT_S):
-            stream = await host.new_stream(peer, [hello.PROTOCOL_ID])
-            try:
-                await stream.write(
-                    hello.encode({"swarm_tag": swarm_tag.hex(), "arch_hash": arch_hash, "dial_back": dial_back_port})
-                )
-                reply = await hello.read_message(stream, timeout + hello.DIAL_BACK_TIMEOUT_S)
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-                    await stream.close()
+        reply = await _ask_hello(host, peer, request, timeout + hello.DIAL_BACK_TIMEOUT_S)
+        for _ in range(BUSY_RETRIES):  # the answerer dials back at most once a second; ask again, boundedly
+            if reply.get("dial_back") != "busy":
+                break
+            await trio.sleep(BUSY_RETRY_S)
+            reply = await _ask_hello(host, peer, request, timeout + hello.DIAL_BACK_TIMEOUT_S)
     except trio.TooSlowError:
         return PeerCheck(
             where, "not quinkgl", f"libp2p peer {peer_text} did not answer the QuinkGL hello in time", peer_id=peer_text
