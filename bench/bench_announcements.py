@@ -1,8 +1,11 @@
-"""Announcement messages handled per peer per round in the simulator (memory transport), N peers.
+"""Announcement messages handled per peer per round, N peers: in the simulator, or over libp2p on loopback.
 
-Usage: python bench/bench_announcements.py --peers 5 --rounds 5 --data-root DIR
-Counts every announcement delivered to a peer (what each peer's handler has to parse), divided by peers x rounds.
-Runs against whichever quinkgl is first on PYTHONPATH, so the same script measures before/after a change.
+Usage: python bench/bench_announcements.py --peers 5 --rounds 5 --data-root DIR [--transport libp2p]
+Counts every announcement delivered to a peer's runtime (what its handler has to parse; over libp2p that is after
+the transport's rate limits and replay checks), divided by peers x rounds. ``--transport libp2p`` starts N
+`quinkgl run` processes (FedAvg + RandomTopology, the guide's script, a manifest made with that version's own
+`quinkgl manifest create`) with a counting shim around ``Peer._on_announcement``. Runs against whichever quinkgl
+is first on PYTHONPATH, so the same script measures before/after a change (e.g. a worktree of an older commit).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -20,7 +24,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--local-steps", type=int, default=50)
     parser.add_argument("--data-root", required=True)
+    parser.add_argument("--transport", choices=["memory", "libp2p"], default="memory")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds the libp2p peers may take")
+    parser.add_argument("--workdir", default="runs/announcements")
     args = parser.parse_args()
+    if args.transport == "libp2p":
+        libp2p_main(args)
+        return
 
     from helpers import fedavg_manifest
     from quinkgl.plugins.manager import build_registry
@@ -50,6 +60,85 @@ def main() -> None:
         f"peers={args.peers} rounds={args.rounds} seconds={result.seconds:.1f} announcements_delivered="
         f"{delivered[0]} per_peer_per_round={per:.1f}"
     )
+
+
+# Wraps `quinkgl run`: counts deliveries to Peer._on_announcement, writes the count to argv[1] at exit.
+SHIM = """
+import atexit, sys
+from quinkgl.runtime import peer
+count, path = [0], sys.argv.pop(1)
+original = peer.Peer._on_announcement
+def counting(self, sender, raw):
+    count[0] += 1
+    return original(self, sender, raw)
+peer.Peer._on_announcement = counting
+atexit.register(lambda: open(path, "w").write(str(count[0])))
+from quinkgl_cli.main import main
+sys.argv[0] = "quinkgl"
+main()
+"""
+
+
+def libp2p_main(args: argparse.Namespace) -> None:
+    import statistics
+    import subprocess
+    import time
+
+    from swarm import fresh_workdir, histories, peer_argv, start, wait_all
+
+    work = Path(args.workdir).resolve()
+    env = fresh_workdir(work)
+    cli = [sys.executable, "-m", "quinkgl_cli"]
+    subprocess.run([*cli, "keygen", "--output", "creator.key"], cwd=work, env=env, check=True, capture_output=True)
+    arch = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from quinkgl.manifest import compute_arch_hash\nfrom mnist_peer_script import MNISTNet\n"
+            "print(compute_arch_hash(MNISTNet()))",
+        ],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    create = [
+        "manifest", "create", "--name", "announce-bench", "--task-type", "class", "--input-shape", "1,28,28",
+        "--output-shape", "10", "--label-type", "integer", "--model-framework", "pytorch", "--model-arch-hash", arch,
+        "--aggregation", "FedAvg", "--topology", "RandomTopology", "--sign-with", "creator.key", "--output", "demo.qgl",
+    ]  # fmt: skip
+    subprocess.run([*cli, *create], cwd=work, env=env, check=True, capture_output=True)
+    started = time.monotonic()
+    procs = [
+        start(
+            work,
+            env,
+            index,
+            [
+                str(work / f"count-{index}"),
+                *peer_argv(index, rounds=args.rounds, steps=args.local_steps, data_root=args.data_root),
+            ],
+            python=("-c", SHIM),
+        )
+        for index in range(1, args.peers + 1)
+    ]
+    codes = wait_all(procs, started + args.timeout)
+    seconds = time.monotonic() - started
+    rounds = {i: len(h) for i, h in histories(work, range(1, args.peers + 1)).items()}
+    counts = {
+        i: int((work / f"count-{i}").read_text() or 0) if (work / f"count-{i}").exists() else None for i in rounds
+    }
+    per = [counts[i] / rounds[i] for i in rounds if counts[i] is not None and rounds[i]]
+    print(
+        f"libp2p peers={args.peers} rounds={args.rounds} exit codes={codes} seconds={seconds:.1f} "
+        f"rounds completed={sorted(rounds.values())} announcements handled={[counts[i] for i in sorted(counts)]}"
+    )
+    if per:
+        print(
+            f"per peer per round: median {statistics.median(per):.1f}, min {min(per):.1f}, max {max(per):.1f}; "
+            f"per peer per second: {statistics.median([c for c in counts.values() if c is not None]) / seconds:.2f}"
+        )
 
 
 if __name__ == "__main__":

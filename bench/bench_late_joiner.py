@@ -11,10 +11,7 @@ Usage: python bench/bench_late_joiner.py --data-root DIR [--rounds 10] [--join-a
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 LISTENING = re.compile(r"^peer (\S+) \((\w+)\) swarm .* listening on", re.M)
 
 
@@ -36,65 +34,30 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "late-joiner"))
     args = parser.parse_args()
 
+    from swarm import fresh_workdir, histories, peer_argv, start, wait_all
+
     from helpers import guide_arch_hash, make_manifest
     from quinkgl.manifest.codec import write_manifest
 
     work = Path(args.workdir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    shutil.copy(ROOT / "examples" / "mnist_peer_script.py", work / "mnist_peer_script.py")
+    env = fresh_workdir(work)
     write_manifest(make_manifest(arch_hash=guide_arch_hash(), name="late-joiner-bench"), work / "demo.qgl")
-    env = dict(os.environ, QUINKGL_STATE_DIR=str(work / "state"), PYTHONUNBUFFERED="1")
 
-    def start(index: int) -> subprocess.Popen:
-        argv = [
-            sys.executable,
-            "-m",
-            "quinkgl_cli",
-            "run",
-            "--manifest",
-            "demo.qgl",
-            "--script",
-            "mnist_peer_script.py",
-            "--node-id",
-            f"peer-{index}",
-            "--port",
-            "0",
-            "--rounds",
-            str(args.rounds),
-            "--local-steps",
-            str(args.steps),
-            "--max-eval-batches",
-            "40",
-            "--trust-policy",
-            "open",
-            "--script-arg",
-            f"data_root={args.data_root}",
-            "--checkpoint-dir",
-            f"ckpt/peer-{index}",
-        ]
-        log = open(work / f"peer-{index}.log", "w")  # noqa: SIM115 - the child process writes to it until it exits
-        return subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    def join(index: int) -> subprocess.Popen:
+        argv = peer_argv(
+            index, rounds=args.rounds, steps=args.steps, data_root=args.data_root, extra=["--max-eval-batches", "40"]
+        )
+        return start(work, env, index, argv)
 
-    procs = [start(i) for i in range(1, 6)]
+    procs = [join(i) for i in range(1, 6)]
     deadline = time.monotonic() + args.timeout
     first_log = work / "peer-1.log"
     while time.monotonic() < deadline and f"round={args.join_at:03d}" not in first_log.read_text(errors="replace"):
         time.sleep(0.2)  # polling a log file, bounded by the deadline
     started = time.time()
-    procs.append(start(6))
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()  # a process this script started, by its handle
-            proc.wait(timeout=30)
-
-    history = {}
-    for index in range(1, 7):
-        path = work / "ckpt" / f"peer-{index}" / "metrics.jsonl"
-        history[index] = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    procs.append(join(6))
+    wait_all(procs, deadline)
+    history = histories(work, range(1, 7))
     text = (work / "peer-6.log").read_text(errors="replace")
     caught = re.search(r"caught up with the swarm at round (\d+) from (\d+) peer\(s\) in ([\d.]+) s", text)
     joiner_id = LISTENING.search(text).group(2) if LISTENING.search(text) else "?"

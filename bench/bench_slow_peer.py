@@ -13,73 +13,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def run_swarm(work: Path, args: argparse.Namespace, slow_factor: int) -> dict[str, list[dict]]:
+    from swarm import fresh_workdir, histories, peer_argv, start, wait_all
+
     from helpers import guide_arch_hash, make_manifest
     from quinkgl.manifest.codec import write_manifest
 
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    shutil.copy(ROOT / "examples" / "mnist_peer_script.py", work / "mnist_peer_script.py")
+    env = fresh_workdir(work)
     write_manifest(make_manifest(arch_hash=guide_arch_hash(), name="slow-peer-bench"), work / "demo.qgl")
-    env = dict(os.environ, QUINKGL_STATE_DIR=str(work / "state"), PYTHONUNBUFFERED="1")
-    procs = []
-    for index in range(1, 6):
-        steps = args.steps * (slow_factor if index == 5 else 1)
-        argv = [
-            sys.executable,
-            "-m",
-            "quinkgl_cli",
-            "run",
-            "--manifest",
-            "demo.qgl",
-            "--script",
-            "mnist_peer_script.py",
-            "--node-id",
-            f"peer-{index}",
-            "--port",
-            "0",
-            "--rounds",
-            str(args.rounds),
-            "--local-steps",
-            str(steps),
-            "--max-eval-batches",
-            "40",
-            "--trust-policy",
-            "open",
-            "--gossip-interval",
-            str(args.gossip_interval),
-            "--script-arg",
-            f"data_root={args.data_root}",
-            "--checkpoint-dir",
-            f"ckpt/peer-{index}",
-        ]
-        log = open(work / f"peer-{index}.log", "w")  # noqa: SIM115 - the child process writes to it until it exits
-        procs.append(subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + args.timeout
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()  # a process this script started, by its handle
-            proc.wait(timeout=30)
-    history = {}
-    for index in range(1, 6):
-        path = work / "ckpt" / f"peer-{index}" / "metrics.jsonl"
-        history[f"peer-{index}"] = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return history
+    extra = ["--max-eval-batches", "40", "--gossip-interval", str(args.gossip_interval)]
+    procs = [
+        start(
+            work,
+            env,
+            index,
+            peer_argv(
+                index,
+                rounds=args.rounds,
+                steps=args.steps * (slow_factor if index == 5 else 1),
+                data_root=args.data_root,
+                extra=extra,
+            ),
+        )
+        for index in range(1, 6)
+    ]
+    wait_all(procs, time.monotonic() + args.timeout)
+    return {f"peer-{index}": rounds for index, rounds in histories(work, range(1, 6)).items()}
 
 
 def report(label: str, history: dict[str, list[dict]]) -> float:

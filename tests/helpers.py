@@ -47,6 +47,15 @@ def guide_arch_hash():
     return compute_arch_hash(mnist_net())
 
 
+def manifest_create(name, arch, *extra, output=None, input_shape="1,28,28"):
+    """The argv of `quinkgl manifest create` with the guide's MNIST fields; ``extra`` adds flags (rule, key, …)."""
+    fields = ["--task-type", "class", "--input-shape", input_shape, "--output-shape", "10", "--label-type", "integer"]
+    return [
+        *("manifest", "create", "--name", name, *fields, "--model-framework", "pytorch", "--model-arch-hash", arch),
+        *("--output", output or f"{name}.qgl", *extra),
+    ]
+
+
 def fedavg_manifest(**overrides):
     """A manifest for the guide's MNIST script with FedAvg + RandomTopology over the memory transport."""
     fields = {"arch_hash": guide_arch_hash(), "transport": "memory"}

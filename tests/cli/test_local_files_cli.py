@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from helpers import make_manifest
+from helpers import make_manifest, manifest_create
 from quinkgl import keys
 from quinkgl.errors import ExitCode
 from quinkgl.manifest.codec import manifest_to_dict, write_manifest
@@ -38,29 +38,7 @@ def test_fifos_and_devices_as_manifest_key_or_tofu_store_fail_fast(cli, tmp_path
         line = assert_clean_error(cli("manifest", "verify", path, timeout=60), ExitCode.MANIFEST_INVALID)
         assert "not a regular file" in line
         line = assert_clean_error(cli("manifest", "show", path, timeout=60), ExitCode.MANIFEST_INVALID)
-        created = cli(
-            "manifest",
-            "create",
-            "--name",
-            "x",
-            "--task-type",
-            "class",
-            "--input-shape",
-            "1,28,28",
-            "--output-shape",
-            "10",
-            "--label-type",
-            "integer",
-            "--model-framework",
-            "pytorch",
-            "--model-arch-hash",
-            "sha256:" + "4" * 64,
-            "--sign-with",
-            path,
-            "--output",
-            "x.qgl",
-            timeout=60,
-        )
+        created = cli(*manifest_create("x", "sha256:" + "4" * 64, "--sign-with", path), timeout=60)
         assert "not a regular file" in assert_clean_error(created, ExitCode.KEY_ERROR)
     write_manifest(make_manifest(keys.generate_private_key()), tmp_path / "m.qgl")
     for path in ("fifo", "zero"):

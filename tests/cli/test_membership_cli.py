@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from helpers import manifest_create
 from quinkgl.errors import ExitCode
 from quinkgl.membership import check_libp2p_peer_id, load_certificate
 
@@ -12,27 +13,7 @@ ARCH = "sha256:" + "4" * 64
 
 
 def create(cli, *extra, output="swarm.qgl"):
-    return cli(
-        "manifest",
-        "create",
-        "--name",
-        "ward-7",
-        "--task-type",
-        "class",
-        "--input-shape",
-        "1,28,28",
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        ARCH,
-        "--output",
-        output,
-        *extra,
-    )
+    return cli(*manifest_create("ward-7", ARCH, *extra, output=output))
 
 
 def one_error(result, code):

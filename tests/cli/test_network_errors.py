@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from helpers import guide_arch_hash, make_manifest
+from helpers import guide_arch_hash, make_manifest, manifest_create
 from integration.peer_processes import PeerProcess, peer_env
 from quinkgl import keys
 from quinkgl.errors import ExitCode
@@ -150,28 +150,7 @@ def test_bad_announce_addr_is_a_usage_error(swarm, cli, address, message):
 def test_unusable_bootstrap_address_is_refused_by_run_and_manifest_create(swarm, cli, address):
     result = cli(*run_args("--bootstrap-peer", address))
     assert_one_error_line(result, ExitCode.USAGE, "--bootstrap-peer")
-    created = cli(
-        "manifest",
-        "create",
-        "--name",
-        "x",
-        "--task-type",
-        "class",
-        "--input-shape",
-        "1,28,28",
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        guide_arch_hash(),
-        "--bootstrap-peer",
-        address,
-        "--output",
-        "x.qgl",
-    )
+    created = cli(*manifest_create("x", guide_arch_hash(), "--bootstrap-peer", address))
     assert created.returncode != 0 and "Traceback" not in created.stderr, created.stderr
     assert not (swarm["dir"] / "x.qgl").exists()
     # A hand-edited manifest carrying the address is refused when `run` loads it, before any network activity.

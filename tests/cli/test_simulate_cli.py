@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import json
 
-from helpers import guide_arch_hash
+from helpers import guide_arch_hash, manifest_create
 from quinkgl.errors import ExitCode
 
 
 def create_manifest(cli, name="sim", arch=None, shape="1,28,28"):
-    result = cli(
-        "manifest",
-        "create",
-        "--name",
-        name,
-        "--task-type",
-        "class",
-        "--input-shape",
-        shape,
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        arch or guide_arch_hash(),
-        "--output",
-        f"{name}.qgl",
-    )
+    result = cli(*manifest_create(name, arch or guide_arch_hash(), input_shape=shape))
     assert result.returncode == 0, result.stderr
     return f"{name}.qgl"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import guide_arch_hash
+from helpers import guide_arch_hash, manifest_create
 
 DIST = "quinkgl-toy-strategies"
 PYPROJECT = f"""
@@ -149,11 +149,9 @@ def test_a_third_party_distribution_is_listed_used_and_required(cli, tmp_path, g
         table = cli("info")
         assert "ToyMean" in table.stdout and "RingTopology" in table.stdout and DIST in table.stdout
 
-        bad = cli("manifest", "create", *manifest_args("bad"), "--aggregation-param", "keep=2")
+        bad = cli(*manifest_args("bad"), "--aggregation-param", "keep=2")
         assert bad.returncode != 0 and "keep" in bad.stderr  # the params class validates
         created = cli(
-            "manifest",
-            "create",
             *manifest_args("toy"),
             "--aggregation-param",
             "keep=0.5",
@@ -215,25 +213,4 @@ def test_a_third_party_distribution_is_listed_used_and_required(cli, tmp_path, g
 
 
 def manifest_args(name: str) -> list[str]:
-    return [
-        "--name",
-        name,
-        "--task-type",
-        "class",
-        "--input-shape",
-        "1,28,28",
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        guide_arch_hash(),
-        "--aggregation",
-        "ToyMean",
-        "--topology",
-        "RingTopology",
-        "--output",
-        f"{name}.qgl",
-    ]
+    return manifest_create(name, guide_arch_hash(), "--aggregation", "ToyMean", "--topology", "RingTopology")

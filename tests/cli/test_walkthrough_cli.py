@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from helpers import manifest_create
 from quinkgl.errors import ExitCode
 
 MY_MODEL = """
@@ -28,31 +29,9 @@ class MyModel(nn.Module):
 
 
 def guide_create(cli, arch, *extra, output="demo.qgl", key="creator.key"):
+    rules = ("--aggregation", "EntropyWeightedAvg", "--topology", "AffinityTopology")
     return cli(
-        "manifest",
-        "create",
-        "--name",
-        "demo-5peer",
-        "--task-type",
-        "class",
-        "--input-shape",
-        "1,28,28",
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        arch,
-        "--aggregation",
-        "EntropyWeightedAvg",
-        "--topology",
-        "AffinityTopology",
-        *(["--sign-with", key] if key else []),
-        "--output",
-        output,
-        *extra,
+        *manifest_create("demo-5peer", arch, *rules, *(["--sign-with", key] if key else []), *extra, output=output)
     )
 
 
@@ -205,28 +184,7 @@ def test_malformed_files_get_a_clear_message_and_exit_3(cli, tmp_path, walkthrou
 
 def test_create_rejects_bad_input_clearly(cli, walkthrough):
     _, arch = walkthrough
-    unknown = cli(
-        "manifest",
-        "create",
-        "--name",
-        "x",
-        "--task-type",
-        "class",
-        "--input-shape",
-        "1,28,28",
-        "--output-shape",
-        "10",
-        "--label-type",
-        "integer",
-        "--model-framework",
-        "pytorch",
-        "--model-arch-hash",
-        arch,
-        "--aggregation",
-        "Average",
-        "--output",
-        "x.qgl",
-    )
+    unknown = cli(*manifest_create("x", arch, "--aggregation", "Average"))
     assert unknown.returncode == ExitCode.PLUGIN_MISSING
     for name in ("FedAvg", "EntropyWeightedAvg", "Krum", "MultiKrum", "TrimmedMean", "Median"):
         assert name in unknown.stderr
@@ -248,28 +206,9 @@ def test_case_insensitive_component_names_are_normalised(cli, tmp_path, walkthro
     _, arch = walkthrough
     assert (
         cli(
-            "manifest",
-            "create",
-            "--name",
-            "lower",
-            "--task-type",
-            "class",
-            "--input-shape",
-            "784",
-            "--output-shape",
-            "10",
-            "--label-type",
-            "integer",
-            "--model-framework",
-            "pytorch",
-            "--model-arch-hash",
-            arch,
-            "--aggregation",
-            "fedavg",
-            "--topology",
-            "randomtopology",
-            "--output",
-            "lower.qgl",
+            *manifest_create(
+                "lower", arch, "--aggregation", "fedavg", "--topology", "randomtopology", input_shape="784"
+            )
         ).returncode
         == 0
     )
