@@ -62,17 +62,27 @@ def main() -> None:
     )
 
 
-# Wraps `quinkgl run`: counts deliveries to Peer._on_announcement, writes the count to argv[1] at exit.
+# Wraps `quinkgl run`: counts deliveries to Peer._on_announcement; every 2 s and at exit writes "count seconds" to
+# argv[1] (seconds since the first delivery), so a peer that has to be killed still leaves its numbers.
 SHIM = """
-import atexit, sys
+import atexit, sys, threading, time
 from quinkgl.runtime import peer
-count, path = [0], sys.argv.pop(1)
+count, path, first = [0], sys.argv.pop(1), []
 original = peer.Peer._on_announcement
 def counting(self, sender, raw):
+    first or first.append(time.monotonic())
     count[0] += 1
     return original(self, sender, raw)
+def write():
+    with open(path, "w") as out:
+        out.write(f"{count[0]} {time.monotonic() - first[0] if first else 0.0}")
+def every_two_seconds():
+    while True:
+        time.sleep(2)
+        write()
 peer.Peer._on_announcement = counting
-atexit.register(lambda: open(path, "w").write(str(count[0])))
+threading.Thread(target=every_two_seconds, daemon=True).start()
+atexit.register(write)
 from quinkgl_cli.main import main
 sys.argv[0] = "quinkgl"
 main()
@@ -126,19 +136,25 @@ def libp2p_main(args: argparse.Namespace) -> None:
     codes = wait_all(procs, started + args.timeout)
     seconds = time.monotonic() - started
     rounds = {i: len(h) for i, h in histories(work, range(1, args.peers + 1)).items()}
-    counts = {
-        i: int((work / f"count-{i}").read_text() or 0) if (work / f"count-{i}").exists() else None for i in rounds
-    }
-    per = [counts[i] / rounds[i] for i in rounds if counts[i] is not None and rounds[i]]
+    counts: dict[int, tuple[int, float]] = {}
+    for index in rounds:
+        text = (work / f"count-{index}").read_text().split() if (work / f"count-{index}").exists() else []
+        if len(text) == 2:
+            counts[index] = (int(text[0]), float(text[1]))
     print(
         f"libp2p peers={args.peers} rounds={args.rounds} exit codes={codes} seconds={seconds:.1f} "
-        f"rounds completed={sorted(rounds.values())} announcements handled={[counts[i] for i in sorted(counts)]}"
+        f"rounds completed={[rounds[i] for i in sorted(rounds)]} "
+        f"announcements handled={[counts.get(i, (None,))[0] for i in sorted(rounds)]}"
     )
-    if per:
+    per_round = [counts[i][0] / rounds[i] for i in counts if rounds[i]]
+    per_second = [n / s for n, s in counts.values() if s > 0]
+    if per_round:
         print(
-            f"per peer per round: median {statistics.median(per):.1f}, min {min(per):.1f}, max {max(per):.1f}; "
-            f"per peer per second: {statistics.median([c for c in counts.values() if c is not None]) / seconds:.2f}"
+            f"per peer per round: median {statistics.median(per_round):.1f}, "
+            f"min {min(per_round):.1f}, max {max(per_round):.1f}"
         )
+    if per_second:
+        print(f"per peer per second: median {statistics.median(per_second):.2f}, max {max(per_second):.2f}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def cli(tmp_path):
     """Run ``quinkgl ARGS`` as a real subprocess in ``tmp_path``; returns CompletedProcess (text)."""
 
     def run(
-        *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120, input: str | None = None
+        *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300, input: str | None = None
     ):
         full_env = dict(os.environ, **(env or {}))
         full_env.setdefault("COLUMNS", "200")
