@@ -130,3 +130,97 @@ def test_a_crashed_peer_disappears_from_every_cyclon_view_within_bounded_rounds(
     assert last <= crash_round + bound, holders  # ... and left all of them within the bound
     assert all(crashed not in p.sampling.sampler.sampled_peers() for p in peers if p.options.node_id != crashed)
     assert all(p.completed == rounds for p in peers if p.options.node_id != crashed)
+
+
+# -- the sampling channel's checks (no training) ----------------------------------------------------------------
+
+
+class _Transport:
+    peer_id = "me"
+    listen_addrs = ()
+
+    def connected_peers(self):
+        return ["a", "b", "c", "d", "me"]
+
+
+class _Sampler:
+    sampling_interval = 1.0
+
+    def __init__(self):
+        self.answered = []
+
+    def bind(self, channel):
+        pass
+
+    async def step(self):
+        pass
+
+    async def answer(self, sender, body):
+        self.answered.append((sender, body))
+        return b"answer"
+
+    def sampled_peers(self):
+        return []
+
+
+def _service(known, observed, certified=False, scope="swarm-a\narch"):
+    from quinkgl.runtime.sampling import SamplingService
+
+    return SamplingService(
+        _Sampler(),
+        _Transport(),
+        scope=scope,
+        announcement=lambda: b'{"me":1}',
+        observe=lambda sender, raw: observed.append((sender, raw)) or (raw == b"good" and known.add(sender)),
+        knows=lambda peer: peer in known,
+        certified=certified,
+    )
+
+
+def test_a_sampling_request_is_answered_only_after_its_carried_announcement_passed():
+    from quinkgl.sampling import ENVELOPE_PREFIX, SAMPLING_PREFIX, encode_envelope
+    from quinkgl.transport import RequestRefused
+
+    known: set[str] = set()
+    observed: list = []
+    service = _service(known, observed)
+
+    async def main():
+        with pytest.raises(RequestRefused, match="unknown_peer"):  # another swarm's announcement: not observed in
+            await service.handle("x", encode_envelope(SAMPLING_PREFIX, b"bad", b"Sbody"))
+        assert service.sampler.answered == []
+        raw = await service.handle("y", encode_envelope(SAMPLING_PREFIX, b"good", b"Sbody"))
+        assert service.sampler.answered == [("y", b"Sbody")] and raw.startswith(SAMPLING_PREFIX)
+        assert await service.handle("y", b'{"v":1}') is None  # a plain pull request is not the sampler's
+        with pytest.raises(RequestRefused, match="bad_sampling"):
+            await service.handle("z", SAMPLING_PREFIX + b"\xff")
+        assert service.unwrap("w", encode_envelope(ENVELOPE_PREFIX, b"good", b'{"v":1}')) == b'{"v":1}'
+
+    trio.run(main)
+    assert ("w", b"good") in observed and known == {"y", "w"}
+    contacts = service.bootstrap  # no bootstrap configured: three of the transport's contacts, never ourselves
+    assert len(set(contacts)) == 3 and "me" not in contacts
+
+
+def test_an_announcement_too_large_for_the_request_travels_without_it():
+    from quinkgl.sampling import SAMPLING_PREFIX, decode_envelope, encode_envelope
+    from quinkgl.transport import MAX_REQUEST_BYTES
+
+    ann, body = decode_envelope(encode_envelope(SAMPLING_PREFIX, b"a" * 100, b"body"), SAMPLING_PREFIX)
+    assert (ann, body) == (b"a" * 100, b"body")
+    raw = encode_envelope(SAMPLING_PREFIX, b"a" * MAX_REQUEST_BYTES, b"body")
+    assert len(raw) <= MAX_REQUEST_BYTES and decode_envelope(raw, SAMPLING_PREFIX) == (b"", b"body")
+
+
+def test_first_contacts_are_rate_limited_in_a_certified_swarm_only():
+    open_swarm, certified = _service(set(), []), _service(set(), [], certified=True)
+    assert all(open_swarm.admits_stranger() for _ in range(1000))
+    assert sum(certified.admits_stranger() for _ in range(1000)) <= 2 * 32
+
+
+def test_a_descriptor_signed_for_one_swarm_does_not_verify_in_another():
+    a, b = _service(set(), []), _service(set(), [], scope="swarm-b\narch")
+    signature = a.sign(b"descriptor")
+    assert a.verify("me", b"descriptor", signature)
+    assert not b.verify("me", b"descriptor", signature)
+    assert not a.verify("someone-else", b"descriptor", signature)
