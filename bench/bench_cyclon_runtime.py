@@ -42,15 +42,11 @@ def current_rss_mb() -> float:
     return 0.0
 
 
-def view_stats(peers: list) -> dict[str, float]:
-    """The Cyclon overlay the peers' views formed by the end of the run: full views, in-degree, components, next
-    to the in-degree std of uniform sampling over full membership (what RandomTopology does)."""
-    if not peers:
-        return {}
+def view_stats(views: dict[str, list[str]], size: int) -> dict[str, float]:
+    """The Cyclon overlay the peers' views formed (snapshot in the second-to-last round): full views, in-degree,
+    components, next to the in-degree std of uniform sampling over full membership (what RandomTopology does)."""
     from quinkgl_topo.cyclon_overlay import uniform_in_degree_std
 
-    views = {p.peer_id: p.sampling.sampler.sampled_peers() for p in peers}
-    size = peers[0].p.topology.params.view_size
     degree = dict.fromkeys(views, 0)
     parent = {p: p for p in views}
 
@@ -102,7 +98,15 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     peer_module.Peer.__init__ = recording_init  # type: ignore[method-assign]
     before = current_rss_mb()
     started = time.perf_counter()
-    result = simulate(manifest, script, options, build_registry())
+    snapshot: dict[str, list[str]] = {}  # each peer's view at the end of the second-to-last round (all alive)
+
+    def observer(kind: str, data: dict) -> None:
+        if kind == "round_end" and data["round"] == max(1, args.rounds - 1):
+            peer = next((p for p in built if p.peer_id == data["peer_id"]), None)
+            if peer is not None and peer.sampling is not None:
+                snapshot[peer.peer_id] = peer.sampling.sampler.sampled_peers()
+
+    result = simulate(manifest, script, options, build_registry(), observer)
     seconds = time.perf_counter() - started
     rounds = args.rounds
     rows = result.summaries
@@ -117,7 +121,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
         / rounds
         for s in rows
     ]
-    overlay = view_stats([p for p in built if p.sampling is not None])
+    overlay = view_stats(snapshot, built[0].p.topology.params.view_size) if snapshot else {}
     return {
         **overlay,
         "peers": n,
