@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers import guide_arch_hash, make_manifest
-from integration.peer_processes import PeerProcess, peer_env
+from integration.peer_processes import LISTENING, PeerProcess, peer_env
 from quinkgl.errors import ExitCode
 from quinkgl.manifest.codec import write_manifest
 
@@ -59,9 +59,11 @@ def test_cyclon_peers_find_each_other_through_shuffles_over_libp2p(tmp_path, gui
     peers: list[PeerProcess] = []
     try:
         peers.append(PeerProcess(tmp_path, "peer-1", [*common, "--port", str(port)], peer_env(tmp_path / "s1")))
-        peers[0].peer_id()
+        peers[0].wait_for(LISTENING.pattern, timeout=300)
         for n in (2, 3):
             peers.append(PeerProcess(tmp_path, f"peer-{n}", [*common, "--port", "0"], peer_env(tmp_path / f"s{n}")))
+        for peer in peers:  # start-up (torch, libp2p imports) is slow on a loaded machine: wait, bounded
+            peer.wait_for(LISTENING.pattern, timeout=300)
         ids = {peer.node_id: peer.peer_id() for peer in peers}
 
         def heard(peer: PeerProcess) -> set[str]:
