@@ -1,7 +1,9 @@
 """The topology contract and core's built-in RandomTopology.
 
 Each round a topology picks, among the verified compatible peers the runtime knows, the ones to push the
-model to. It is called on the event loop and must be fast and pure (no I/O).
+model to. It is called on the event loop and must be fast and pure (no I/O). A topology that keeps its own
+partial view by exchanging messages (Cyclon) also implements :class:`quinkgl.sampling.PeerSampler`; its
+``select`` stays pure, the exchanges run through the channel the runtime gives it.
 """
 
 from __future__ import annotations

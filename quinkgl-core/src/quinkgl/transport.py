@@ -16,6 +16,12 @@ A transport carries two kinds of traffic for one swarm:
   without decoding. The transport enforces ``TransportConfig.max_payload_bytes`` and delivers a payload only if
   it arrived complete.
 
+Optional, for peer-sampling topologies (:mod:`quinkgl.sampling`): a network transport whose peer IDs are derived
+from keys offers ``sign_sampling(data) -> bytes`` (sign with this peer's identity key),
+``verify_sampling(peer_id, data, signature) -> bool`` and ``learn_peer_addrs(peer_id, addrs, via)`` (file
+addresses ``peer_id`` signed, received from peer ``via``, so that ``request`` can dial it). Without them the
+runtime signs descriptors in-process (right for the ``memory`` transport only) and dials nothing new.
+
 Transports are async context managers on trio (anyio with the trio backend). Handlers given to ``set_handlers``
 are plain functions called on the event loop; they must not block (the runtime queues and returns) — except the
 request handler, an async function that may wait (bounded by the runtime) until it has an answer.

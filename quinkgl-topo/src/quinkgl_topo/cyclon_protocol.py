@@ -189,6 +189,13 @@ class CyclonView:
         self.stats.started += 1
         return target, [self._own(), *self._outgoing(others)]
 
+    def start_intro(self, target: str) -> list[Descriptor]:
+        """A newcomer's first exchange with ``target`` (a bootstrap peer, not in the view): just our own fresh
+        descriptor. ``target`` answers as to a shuffle, with its own descriptor first (it joins our view)."""
+        self._pending[target] = []
+        self.stats.started += 1
+        return [self._own()]
+
     def answer_shuffle(self, sender: str, received: Sequence[Descriptor]) -> list[Descriptor]:
         """Handle a shuffle request from ``sender``: pick the answer, merge what was received, return the answer."""
         pool = [p for p in self.peers() if p != sender]

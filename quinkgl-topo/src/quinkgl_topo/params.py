@@ -25,9 +25,13 @@ class AffinityTopologyParams:
 
 @attrs.frozen
 class CyclonTopologyParams:
-    """``view_size``: entries in the partial view; ``fanout``: peers per round (the oldest entry plus random
-    ones from the view); ``shuffle_length``: view entries swapped for fresh peers each round."""
+    """``view_size``: entries in the partial view; ``fanout``: sources per round (random peers of the view);
+    ``shuffle_length``: descriptors swapped with the oldest neighbour in each shuffle (one per round);
+    ``shuffle_interval``: seconds between introductions to the bootstrap contacts while the view is empty;
+    ``shuffle_timeout``: seconds a shuffle waits for its answer (no answer: the neighbour leaves the view)."""
 
     view_size: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     fanout: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     shuffle_length: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    shuffle_interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
+    shuffle_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0.0))

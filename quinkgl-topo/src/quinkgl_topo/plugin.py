@@ -34,6 +34,6 @@ def quinkgl_register_topologies():
             name="CyclonTopology",
             factory=_cyclon,
             params=CyclonTopologyParams,
-            description="Cyclon partial view with aging: oldest peer plus random view entries",
+            description="Cyclon peer sampling: a partial view filled by shuffles; sources drawn from it",
         ),
     ]

@@ -529,6 +529,34 @@ class Libp2pTransport:
         # The peerstore's TTL is per peer: refreshed by every announcement, it expires with the newest address.
         peerstore.add_addrs(peer, maddrs, max(1, math.ceil(self._pex.remaining_ttl(origin))))
 
+    # --------------------------------------------------------------------------------------------------------
+    # Peer sampling (optional contract, quinkgl.transport): descriptors signed with the identity key
+    # --------------------------------------------------------------------------------------------------------
+
+    def sign_sampling(self, data: bytes) -> bytes:
+        """Sign a peer-sampling descriptor with this peer's identity key (Ed25519)."""
+        if self._host is None:
+            raise TransportError("the transport is not started")
+        return bytes(self._host.get_private_key().sign(data))
+
+    def verify_sampling(self, peer_id: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` over ``data`` is by the key ``peer_id`` is derived from (Ed25519 IDs carry it)."""
+        try:
+            key = ID.from_base58(peer_id).extract_public_key()
+            return key is not None and bool(key.verify(data, signature))
+        except Exception:
+            return False
+
+    def learn_peer_addrs(self, peer_id: str, addrs: list[str], via: str) -> None:
+        """File the addresses of a descriptor ``peer_id`` signed, received from ``via``, like announced ones
+        (the same caps, TTL and scope rule: never more local than our connection to ``via``)."""
+        try:
+            forwarder = ID.from_base58(via)
+            ID.from_base58(peer_id)
+        except Exception:
+            return
+        self._learn_addrs(peer_id, list(addrs), forwarder)
+
     async def wait_announce_ready(self, peer_id: str, timeout: float) -> None:
         """Wait until an announcement published now would reach ``peer_id`` (it is in our GossipSub mesh).
 

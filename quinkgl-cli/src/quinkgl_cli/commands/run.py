@@ -212,6 +212,7 @@ def run_command(
         f"received={summary['bytes_received']} accepted={summary['updates_accepted']} "
         f"sources(asked/answered/used)={summary['sources_asked']}/{summary['sources_answered']}/"
         f"{summary['sources_used']} fell_back={summary['fell_back']} "
+        f"announcements={summary['announcements_handled']} "
         f"rejected={summary['updates_rejected']} {summary['rejected'] or ''}".rstrip()
     )
     if outcome.signal is not None:

@@ -39,7 +39,9 @@ from quinkgl.runtime.peerview import (
     encode_announcement,
     parse_announcement,
 )
+from quinkgl.runtime.sampling import SamplingService
 from quinkgl.runtime.training import BatchStream, evaluate, train_steps
+from quinkgl.sampling import PeerSampler
 from quinkgl.topology import PeerCandidate
 from quinkgl.transport import RequestRefused, TransportError
 
@@ -127,7 +129,8 @@ class Peer:
         self.max_update = wire.max_update_bytes(self.expected)
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
-        self.announcements_handled = 0
+        self.announcements_handled = 0  # broadcast by the transport
+        self.carried_announcements = 0  # carried by requests and sampling answers (peer sampling)
         self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
         self._changed = trio.Event()
         self._announce_soon = trio.Event()
@@ -136,6 +139,17 @@ class Peer:
         self._discovered = BoundedSet(MAX_REMEMBERED_PEERS, PEER_MEMORY_TTL)
         self._ignored_warnings = RateLimit(IGNORED_WARNINGS_PER_MINUTE, 60.0)
         self._callback_error: BaseException | None = None  # a peer-script callback that raised on the loop
+        self.sampling: SamplingService | None = None  # a peer-sampling topology's channel (quinkgl.sampling)
+        if isinstance(parts.topology, PeerSampler):
+            self.sampling = SamplingService(
+                parts.topology,
+                parts.transport,
+                scope=f"{self.swarm_id}\n{self.arch_hash}",
+                announcement=self._announcement,
+                observe=self._on_carried_announcement,
+                knows=lambda peer_id: self.view is not None and self.view.admits(peer_id),
+                certified=getattr(parts.manifest, "membership", "open") == "certified",
+            )
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -156,7 +170,16 @@ class Peer:
     # -- inbound (called by the transport on the event loop) ---------------------------------------------------
 
     def _on_announcement(self, sender: str, raw: bytes) -> None:
+        """A broadcast announcement (delivered by the transport)."""
         self.announcements_handled += 1
+        self._observe(sender, raw)
+
+    def _on_carried_announcement(self, sender: str, raw: bytes) -> None:
+        """An announcement carried by a request or a sampling answer (peer sampling)."""
+        self.carried_announcements += 1
+        self._observe(sender, raw)
+
+    def _observe(self, sender: str, raw: bytes) -> None:
         if self.view is None:
             return  # not started yet; the sender announces again
         now = trio.current_time()
@@ -195,10 +218,16 @@ class Peer:
         self._notify()
 
     async def _on_request(self, sender: str, message: bytes) -> bytes:
-        """Serve our model of the asked round once it is trained (or the newest, when we are past it)."""
+        """Serve our model of the asked round once it is trained (or the newest, when we are past it); with a
+        peer-sampling topology, answer its requests and read the announcement every request carries."""
         try:
+            if self.sampling is not None:
+                answer = await self.sampling.handle(sender, message)
+                if answer is not None:
+                    return answer
+                message = self.sampling.unwrap(sender, message)
             wanted, wait = pull.parse_request(message, swarm_id=self.swarm_id)
-            if not self.admits(sender):
+            if self.view is None or not self.view.admits(sender):
                 raise RequestRefused("unknown_peer", "announce a compatible manifest first")
             with trio.move_on_after(min(wait, self.options.gossip_interval)):
                 while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
@@ -214,18 +243,21 @@ class Peer:
     def admits(self, peer_id: str) -> bool:
         """Whether this peer exchanges anything with ``peer_id`` (in the view; a member, in a certified swarm).
 
-        Transports may call it before reading any bytes from ``peer_id``."""
-        return self.view is not None and self.view.admits(peer_id)
+        Transports may call it before reading any bytes from ``peer_id``. With a peer-sampling topology a first
+        contact is let through to the request handler, which reads its announcement before answering."""
+        if self.view is None:
+            return False
+        return self.view.admits(peer_id) or (self.sampling is not None and self.sampling.admits_stranger())
 
     def _can_serve(self, round_idx: int) -> bool:
         return self._served is not None and self._served[0] >= round_idx
 
     # -- announcements (discovery and liveness only: no round waits on them) -----------------------------------
 
-    async def _announce(self) -> None:
+    def _announcement(self) -> bytes:
         last = self.history[-1] if self.history else {}
         metrics = {k: last[k] for k in ("val_accuracy", "val_loss", "round") if last.get(k) is not None}
-        doc = encode_announcement(
+        return encode_announcement(
             swarm_id=self.swarm_id,
             arch_hash=self.arch_hash,
             node_id=self.options.node_id,
@@ -236,6 +268,11 @@ class Peer:
             metadata=self.metadata,
             cert=self.p.membership_cert.to_dict() if self.p.membership_cert is not None else None,
         )
+
+    async def _announce(self) -> None:
+        if self.sampling is not None:
+            return  # a peer-sampling peer broadcasts nothing: its requests carry its announcement
+        doc = self._announcement()
         try:
             await self.p.transport.announce(doc)
         except Exception as exc:  # a failed announcement is retried on the next tick
@@ -256,6 +293,13 @@ class Peer:
         linger), minus the avoided ones; sorted, so that the topology's seeded choice does not depend on the order
         in which announcements arrived."""
         assert self.view is not None
+        if self.sampling is not None:  # the sampler's partial view, with what the peers told us of themselves
+            known = self.view.peers
+            return [
+                PeerCandidate(p, known[p].round, dict(known[p].metadata)) if p in known else PeerCandidate(p)
+                for p in sorted(self.sampling.sampler.sampled_peers())
+                if not self.avoided.avoids(p, self.round) and not (p in known and known[p].done)
+            ]
         return [
             PeerCandidate(p.peer_id, p.round, dict(p.metadata))
             for p in sorted(self.view.peers.values(), key=lambda p: p.peer_id)
@@ -266,6 +310,8 @@ class Peer:
         """How many answers the round needs, and the sources in the order to ask them: the topology's picks
         first, then the other candidates at random (replacements, and extra sources when the rule needs more
         inputs than the topology's fanout)."""
+        if self.sampling is not None:
+            self.sampling.round_started()
         candidates = self._source_candidates(trio.current_time())
         me = PeerCandidate(self.peer_id, round_idx, dict(self.metadata))
         picks = [
@@ -329,6 +375,8 @@ class Peer:
         request = pull.encode_request(
             swarm_id=self.swarm_id, round_idx=round_idx, wait=pull.WAIT_SHARE * (deadline - asked)
         )
+        if self.sampling is not None:
+            request = self.sampling.wrap(request)
         try:
             payload = await self.p.transport.request(source, request, timeout=deadline - asked)
         except TransportError as exc:
@@ -592,9 +640,19 @@ class Peer:
         if self.options.isolated:
             return
         with trio.move_on_after(self.options.gossip_interval):
-            while self.view.alive(trio.current_time()):
-                with trio.move_on_after(1.0):
+            while self._peers_still_running():
+                with trio.move_on_after(1.0 if self.sampling is None else 0.25):
                     await self._changed.wait()
+
+    def _peers_still_running(self) -> bool:
+        """Announced peers: some peer we know has not announced ``done``. With peer sampling (no broadcast
+        announcements) a peer was asked for something within the last two rounds' time (at least 2 s)."""
+        assert self.view is not None
+        now = trio.current_time()
+        if self.sampling is None:
+            return bool(self.view.alive(now))
+        last_round = self.history[-1]["round_seconds"] if self.history else 0.0
+        return now - self.sampling.last_contact < max(2.0, 2 * last_round)
 
     async def run(self) -> list[dict[str, Any]]:
         """Run the remaining rounds; return the metrics of each round run."""
@@ -636,7 +694,11 @@ class Peer:
             gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
         self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._announce_loop)
+            if self.sampling is not None:
+                self.sampling.sampler.bind(self.sampling)
+                nursery.start_soon(self.sampling.run)
+            else:
+                nursery.start_soon(self._announce_loop)
             self._emit("started", start_round=self.completed, rounds=self.options.rounds)
             await self._wait_for_first_peer()
             await self._catch_up()
@@ -695,6 +757,11 @@ class Peer:
             "sources_used": sum(m["sources_used"] for m in rounds),
             "fell_back": sum(1 for m in rounds if m["fell_back"]),
             "announcements_handled": self.announcements_handled,
+            "carried_announcements": self.carried_announcements,
+            "requests_served": self.counters.updates_sent,
+            "requests_refused": sum(v for k, v in self.counters.rejected.items() if k.startswith("request_")),
+            "sampling_exchanges": self.sampling.exchanges if self.sampling is not None else 0,
+            "known_peers": len(self.view.peers) if self.view is not None else 0,
         }
 
 
