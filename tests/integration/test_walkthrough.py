@@ -57,7 +57,9 @@ def test_five_peer_walkthrough_as_the_readme_runs_it(tmp_path):
     assert "Manifest valid." in result.stdout and "Signature: valid" in result.stdout
     finished = re.findall(r"^peer-\d: exit 0, rounds 3/3, .* \((improved|held)\)", result.stdout, re.M)
     assert len(finished) == 5 and "improved" in finished  # every peer held, and at least one improved
-    (first, final) = re.search(r"^swarm mean val accuracy ([\d.]+) -> ([\d.]+) \(improved\)", result.stdout, re.M).groups()
+    (first, final) = re.search(
+        r"^swarm mean val accuracy ([\d.]+) -> ([\d.]+) \(improved\)", result.stdout, re.M
+    ).groups()
     assert float(final) > float(first)
     for index in range(1, 6):
         log = (tmp_path / "wt" / f"peer-{index}.log").read_text()
