@@ -113,8 +113,7 @@ def report(args: argparse.Namespace, work: Path, codes: list[int]) -> bool:
         print(
             f"peer-{index}: exit {code}, rounds {len(rounds)}/{args.rounds}, val accuracy "
             f"{first if first is None else f'{first:.4f}'} -> {final if final is None else f'{final:.4f}'}"
-            f" ({verdict}); "
-            + ", ".join(f"'{p}': {n} lines" for p, n in counts.items()),
+            f" ({verdict}); " + ", ".join(f"'{p}': {n} lines" for p, n in counts.items()),
             flush=True,
         )
     if firsts and len(firsts) == len(codes):
@@ -205,7 +204,7 @@ def main() -> None:
     codes = wait_all(start_peers(quinkgl, args, work, env), args.timeout)
     print(f"all peers exited after {time.monotonic() - started:.1f} s: {codes}", flush=True)
     if not report(args, work, codes):
-        sys.exit("walkthrough FAILED: not every peer finished all rounds, or the swarm did not improve (see peer-N.log)")
+        sys.exit("walkthrough FAILED: a peer did not finish every round, or the swarm did not improve (see peer-N.log)")
     print("\nwalkthrough OK: every peer found the others, exchanged models, aggregated; the swarm improved", flush=True)
 
 
