@@ -55,8 +55,8 @@ def test_five_peer_walkthrough_as_the_readme_runs_it(tmp_path):
     print(result.stdout[-4000:])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "Manifest valid." in result.stdout and "Signature: valid" in result.stdout
-    finished = re.findall(r"^peer-\d: exit 0, rounds 3/3, .* \((improved|held)\)", result.stdout, re.M)
-    assert len(finished) == 5 and "improved" in finished  # every peer held, and at least one improved
+    finished = re.findall(r"^peer-\d: exit 0, rounds 3/3, val accuracy [\d.]+ -> ([\d.]+) \(", result.stdout, re.M)
+    assert len(finished) == 5 and min(map(float, finished)) >= 0.5  # every peer learned (chance is 0.1)
     (first, final) = re.search(
         r"^swarm mean val accuracy ([\d.]+) -> ([\d.]+) \(improved\)", result.stdout, re.M
     ).groups()
