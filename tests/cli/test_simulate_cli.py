@@ -249,3 +249,10 @@ def test_conditions_are_recorded_in_metrics_json(cli, tmp_path, guide_script, mn
     assert sorted(s["conditions"]["speed"] for s in report["summary"]) == [1.0, 1.0, 1.0, 2.0]
     for key in ("seconds_per_round", "memory_per_peer_bytes", "messages_per_peer_per_round", "model_bytes"):
         assert report["scale"][key] > 0
+
+
+def test_the_cli_cap_is_the_simulators():
+    from quinkgl.simulate import MAX_PEERS
+    from quinkgl_cli.commands.simulate import MAX_PEERS as CLI_MAX_PEERS
+
+    assert CLI_MAX_PEERS == MAX_PEERS

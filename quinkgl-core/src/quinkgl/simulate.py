@@ -14,6 +14,7 @@ churn, slow peers: :mod:`quinkgl.simconditions`) apply to every peer.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -284,6 +285,7 @@ async def simulate_async(
             )
         peers.append(Peer(parts, observer))
     built = time.monotonic()
+    cpu_built = time.process_time()
     memory_built = _rss_bytes()
     peak = [memory_built]
 
@@ -292,13 +294,20 @@ async def simulate_async(
             peak[0] = max(peak[0], _rss_bytes())
             await trio.sleep(0.5)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sample_memory)
-        async with trio.open_nursery() as swarm:
-            for peer in peers:
-                swarm.start_soon(peer.run)
-        nursery.cancel_scope.cancel()
+    # The peers' long-lived objects need no cyclic GC: freezing them keeps full collections from rescanning a heap
+    # that grows with the swarm (their cost per round would grow with it).
+    gc.freeze()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample_memory)
+            async with trio.open_nursery() as swarm:
+                for peer in peers:
+                    swarm.start_soon(peer.run)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
     finished = time.monotonic()
+    cpu_run = time.process_time() - cpu_built
     peak[0] = max(peak[0], _rss_bytes())
     summaries = [peer.summary() for peer in peers]
     for summary, peer in zip(summaries, peers, strict=True):
@@ -315,6 +324,7 @@ async def simulate_async(
             options,
             setup_seconds=built - started,
             run_seconds=finished - built,
+            cpu_seconds=cpu_run,
             memory_before=memory_before,
             memory_built=memory_built,
             memory_peak=peak[0],
@@ -348,7 +358,7 @@ def _tensor_bytes(value: Any) -> int:
 
 
 def _scale_report(peers: list[Any], options: SimulationOptions, **measured: Any) -> dict[str, Any]:
-    """What one simulated peer costs: wall time per round, memory per peer (resident growth from building the
+    """What one simulated peer costs: wall and CPU time per round, memory per peer (resident growth from building the
     peers to the run's peak, over the peers) against its model + optimizer state, and messages and bytes per
     peer per round (announcements, requests, answers)."""
     count = max(len(peers), 1)
@@ -367,6 +377,8 @@ def _scale_report(peers: list[Any], options: SimulationOptions, **measured: Any)
         "setup_seconds": round(measured["setup_seconds"], 3),
         "run_seconds": round(measured["run_seconds"], 3),
         "seconds_per_round": round(measured["run_seconds"] / options.rounds, 3),
+        # CPU time of this process (all threads): what a busy shared machine does not distort
+        "cpu_seconds_per_round": round(measured["cpu_seconds"] / options.rounds, 3),
         "memory_before_peers_bytes": measured["memory_before"],
         "memory_peak_bytes": measured["memory_peak"],
         "memory_per_peer_bytes": round(memory_per_peer),
