@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import guide_arch_hash, manifest_create
 from quinkgl.errors import ExitCode
 
@@ -152,3 +154,86 @@ def test_unknown_attacks_and_bad_parameters_are_usage_errors(cli):
         )
         assert result.returncode == ExitCode.USAGE, (spec, result.stderr)
         assert "known attacks: signflip" in result.stderr and "histogram" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--drop-prob", "1.5", "probability in [0, 1)"),
+        ("--drop-prob", "lots", "probability in [0, 1)"),
+        ("--latency", "gauss:0.1", "fixed:S, uniform:LO:HI"),
+        ("--latency", "uniform:0.3:0.1", "LO <= HI"),
+        ("--churn", "0.1", "LEAVE:REJOIN"),
+        ("--churn", "0.1:0", "REJOIN must be > 0"),
+        ("--slow-peers", "0.2:0.5", "FACTOR must be between 1 and 100"),
+        ("--peers", "2001", "2001"),
+    ],
+)
+def test_bad_simulation_conditions_are_usage_errors(cli, tmp_path, flag, value, message):
+    result = cli("simulate", "--manifest", "missing.qgl", flag, value)
+    assert result.returncode == ExitCode.USAGE == 2, result.stderr
+    assert flag in result.stderr and message in " ".join(result.stderr.split())
+
+
+def test_help_states_the_peer_cap_and_the_conditions(cli):
+    result = cli("simulate", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "at most 2000" in text and "24 GiB" in text
+    for flag in ("--drop-prob", "--latency", "--churn", "--slow-peers"):
+        assert flag in text
+
+
+def test_conditions_are_recorded_in_metrics_json(cli, tmp_path, guide_script, mnist_root):
+    manifest = create_manifest(cli)
+    result = cli(
+        "simulate",
+        "--manifest",
+        manifest,
+        "--script",
+        str(guide_script),
+        "--peers",
+        "4",
+        "--rounds",
+        "2",
+        "--local-steps",
+        "5",
+        "--max-eval-batches",
+        "2",
+        "--gossip-interval",
+        "5",
+        "--drop-prob",
+        "0.2",
+        "--latency",
+        "uniform:0:0.02",
+        "--churn",
+        "0.2:0.5",
+        "--slow-peers",
+        "0.25:2",
+        "--script-arg",
+        f"data_root={mnist_root}",
+        "--output",
+        "out",
+        "--trust-policy",
+        "open",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "conditions:" in result.stdout and "per peer" in result.stdout
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["conditions"] == {
+        "drop": 0.2,
+        "latency": "uniform:0:0.02",
+        "churn": {"leave": 0.2, "rejoin": 0.5},
+        "slow_peers": {"fraction": 0.25, "factor": 2.0},
+    }
+    assert sorted(s["conditions"]["speed"] for s in report["summary"]) == [1.0, 1.0, 1.0, 2.0]
+    for key in ("seconds_per_round", "memory_per_peer_bytes", "messages_per_peer_per_round", "model_bytes"):
+        assert report["scale"][key] > 0
+
+
+def test_the_cli_cap_is_the_simulators():
+    from quinkgl.simulate import MAX_PEERS
+    from quinkgl_cli.commands.simulate import MAX_PEERS as CLI_MAX_PEERS
+
+    assert CLI_MAX_PEERS == MAX_PEERS

@@ -4,12 +4,20 @@ The peer script is used unchanged: its ``build_loaders`` is called once, the tra
 shard per peer (IID, or label-skewed with a Dirichlet prior), and every peer gets its own model from
 ``build_model`` and its own optimizer from ``build_optimizer``. Deterministic transforms are applied once and
 shared (see :mod:`quinkgl.dataprep`); torch work is bounded by one limiter per core.
+
+Cost per peer does not grow with the swarm (issue 11): a peer's announcements reach only its neighbours in a
+bounded random overlay (:func:`quinkgl.simconditions.announce_overlay`), and their interval is stretched by the
+same factor as the swarm's rounds are by sharing the cores (:func:`announce_interval`), so a peer handles about
+the same number of announcements per round at 100 peers as at 1,000. The run's conditions (drops, latency,
+churn, slow peers: :mod:`quinkgl.simconditions`) apply to every peer.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,11 +30,21 @@ from quinkgl.errors import QuinkGLError
 from quinkgl.plugins.manager import Registry
 from quinkgl.plugins.requirements import resolve_components
 from quinkgl.runtime.options import PeerOptions
+from quinkgl.simconditions import ANNOUNCE_DEGREE, Conditions, Network, PeerConditions, announce_overlay
 from quinkgl.transport import TransportConfig
 
 log = logging.getLogger("quinkgl.simulate")
 
 _PARTITION_RE = re.compile(r"(iid|dirichlet:(\d+(\.\d+)?)|groups:[1-9]\d{0,2})")
+MAX_PEERS = 2000  # what one 24 GiB, 2-core machine holds with the guide's MNIST model (docs/cli.md)
+BASE_ANNOUNCE_INTERVAL = 4.0  # PeerOptions' default
+PEERS_PER_CORE_UNSTRETCHED = 25  # up to this many simulated peers per core keep the real announce interval
+
+
+def announce_interval(peers: int, cores: int) -> float:
+    """Seconds between a simulated peer's announcements: the real interval, stretched by how much slower the
+    swarm's rounds run because ``peers`` share ``cores`` (linear in ``peers`` beyond 25 per core)."""
+    return BASE_ANNOUNCE_INTERVAL * max(1.0, peers / (PEERS_PER_CORE_UNSTRETCHED * max(cores, 1)))
 
 
 def _as_tuple(values: Any) -> tuple[str, ...]:
@@ -50,6 +68,8 @@ class SimulationOptions:
     strict_manifest: bool = True
     device: str = "cpu"  # a resolved torch device (see quinkgl.runtime.devices.resolve_device)
     byzantine: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)  # K:ATTACK[:PARAM], see quinkgl.attacks
+    conditions: Conditions = attrs.field(factory=Conditions)  # drops, latency, churn, slow peers
+    announce_degree: int = attrs.field(default=ANNOUNCE_DEGREE, validator=attrs.validators.ge(2))
 
     @byzantine.validator
     def _check_byzantine(self, attribute: Any, value: tuple[str, ...]) -> None:
@@ -77,6 +97,7 @@ class SimulationResult:
     seconds: float
     shard_sizes: list[int]
     hostile: dict[str, str] = attrs.field(factory=dict)  # node_id -> its --byzantine spec, for hostile peers only
+    scale: dict[str, Any] = attrs.field(factory=dict)  # cost per peer: time, memory, messages (see _scale_report)
 
     def honest(self) -> list[dict[str, Any]]:
         """The summaries of the honest peers."""
@@ -178,6 +199,8 @@ async def simulate_async(
     from quinkgl.transports.memory import MemoryParams, memory_transport
 
     started = time.monotonic()
+    if options.peers > MAX_PEERS:
+        raise QuinkGLError(f"--peers: at most {MAX_PEERS} simulated peers; got {options.peers}")
     if getattr(manifest, "membership", "open") != "open":
         # Every simulated peer runs in this process on the user's behalf: there is nobody to keep out, and no
         # creator key to certify them with. Membership is enforced by `quinkgl run`, not simulated.
@@ -202,29 +225,50 @@ async def simulate_async(
     hub = f"simulation-{os.getpid()}-{time.monotonic_ns()}"
     peers: list[Any] = []
     hostile = _hostile_peers(options)
-    for index, shard in enumerate(shards, start=1):
-        peer_options = PeerOptions(
-            node_id=f"peer-{index}",
-            rounds=options.rounds,
-            local_steps=options.local_steps,
-            local_epochs=options.local_epochs,
-            gossip_interval=options.gossip_interval,
-            script_args=options.script_args,
-            seed=options.seed,
-            isolated=options.isolated,
-            max_eval_batches=options.max_eval_batches,
-            strict_manifest=options.strict_manifest,
-            peer_timeout=max(30.0, options.gossip_interval),
-            device=options.device,
+    node_ids = [f"peer-{index}" for index in range(1, options.peers + 1)]
+    overlay = announce_overlay(node_ids, options.announce_degree, options.seed)
+    conditions = options.conditions
+    network = Network(conditions, options.seed) if conditions.drop or conditions.latency.kind != "none" else None
+    speeds = conditions.speeds(options.peers, options.seed)
+    interval = announce_interval(options.peers, cores)
+    all_options = []
+    for index in range(1, options.peers + 1):
+        all_options.append(
+            PeerOptions(
+                node_id=f"peer-{index}",
+                rounds=options.rounds,
+                local_steps=options.local_steps,
+                local_epochs=options.local_epochs,
+                gossip_interval=options.gossip_interval,
+                script_args=options.script_args,
+                seed=options.seed,
+                isolated=options.isolated,
+                max_eval_batches=options.max_eval_batches,
+                strict_manifest=options.strict_manifest,
+                announce_interval=interval,
+                peer_timeout=max(30.0, options.gossip_interval, 3 * interval),
+                device=options.device,
+            )
         )
+    # The shards first (disjoint slices: together one copy of the training set, whatever the swarm's size), so
+    # that the memory measured per peer is the peers' own: model, optimizer, runtime.
+    datas = []
+    for index, (peer_options, shard) in enumerate(zip(all_options, shards, strict=True), start=1):
         val = group_vals[peer_group(index - 1, len(group_vals))] if group_vals else full.val
-        data = prepare_data(manifest, loaders, peer_options, indices=shard, val=val, train_tensors=tensors)
+        datas.append(prepare_data(manifest, loaders, peer_options, indices=shard, val=val, train_tensors=tensors))
+    memory_before = _rss_bytes()
+    for index, (peer_options, data) in enumerate(zip(all_options, datas, strict=True), start=1):
         spec = hostile.get(peer_options.node_id)
         if spec is not None:
             data = _hostile_data(spec, data, manifest)
 
         def make_transport(max_bytes: int, node_id: str = peer_options.node_id) -> Any:
-            config = TransportConfig(swarm_id=manifest.swarm_id, node_id=node_id, max_payload_bytes=max_bytes)
+            config = TransportConfig(
+                swarm_id=manifest.swarm_id,
+                node_id=node_id,
+                max_payload_bytes=max_bytes,
+                options={"announce_to": overlay[node_id], "network": network},
+            )
             return memory_transport(MemoryParams(hub=hub), config)
 
         parts = build_peer(
@@ -232,17 +276,122 @@ async def simulate_async(
         )
         if spec is not None:
             parts.attack = _attack(spec, options, len(hostile), peers, hostile)
+        if conditions.any:
+            parts.conditions = PeerConditions(
+                speed=speeds[index - 1],
+                leave=conditions.churn_leave,
+                rejoin=conditions.churn_rejoin,
+                rng=random.Random(f"{options.seed}:churn:{index}"),
+            )
         peers.append(Peer(parts, observer))
-    async with trio.open_nursery() as nursery:
-        for peer in peers:
-            nursery.start_soon(peer.run)
+    built = time.monotonic()
+    cpu_built = time.process_time()
+    memory_built = _rss_bytes()
+    peak = [memory_built]
+
+    async def sample_memory() -> None:
+        while True:
+            peak[0] = max(peak[0], _rss_bytes())
+            await trio.sleep(0.5)
+
+    # The peers' long-lived objects need no cyclic GC: freezing them keeps full collections from rescanning a heap
+    # that grows with the swarm (their cost per round would grow with it).
+    gc.freeze()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample_memory)
+            async with trio.open_nursery() as swarm:
+                for peer in peers:
+                    swarm.start_soon(peer.run)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
+    finished = time.monotonic()
+    cpu_run = time.process_time() - cpu_built
+    peak[0] = max(peak[0], _rss_bytes())
+    summaries = [peer.summary() for peer in peers]
+    for summary, peer in zip(summaries, peers, strict=True):
+        if peer.p.conditions is not None:
+            summary["conditions"] = peer.p.conditions.to_dict()
     return SimulationResult(
-        summaries=[peer.summary() for peer in peers],
+        summaries=summaries,
         history={peer.options.node_id: peer.history for peer in peers},
-        seconds=time.monotonic() - started,
+        seconds=finished - started,
         shard_sizes=[len(s) for s in shards],
         hostile={node: str(spec) for node, spec in hostile.items()},
+        scale=_scale_report(
+            peers,
+            options,
+            setup_seconds=built - started,
+            run_seconds=finished - built,
+            cpu_seconds=cpu_run,
+            memory_before=memory_before,
+            memory_built=memory_built,
+            memory_peak=peak[0],
+            announce_every=interval,
+            dropped=network.dropped if network is not None else 0,
+        ),
     )
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _tensor_bytes(value: Any) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _scale_report(peers: list[Any], options: SimulationOptions, **measured: Any) -> dict[str, Any]:
+    """What one simulated peer costs: wall and CPU time per round, memory per peer (resident growth from building the
+    peers to the run's peak, over the peers) against its model + optimizer state, and messages and bytes per
+    peer per round (announcements, requests, answers)."""
+    count = max(len(peers), 1)
+    rounds_run = max(sum(len(peer.history) for peer in peers) / count, 1e-9)
+    model = _tensor_bytes(peers[0].p.model.state_dict()) if peers else 0
+    optimizer = _tensor_bytes(peers[0].p.optimizer.state_dict().get("state", {})) if peers else 0
+    messages = bytes_moved = 0
+    for peer in peers:
+        traffic: dict[str, int] = getattr(peer.p.transport, "traffic", dict)()
+        stats = peer.p.transport.stats()
+        messages += traffic.get("messages_sent", 0) + traffic.get("messages_received", 0)
+        bytes_moved += stats.bytes_sent + stats.bytes_received + traffic.get("announcement_bytes", 0)
+    memory_per_peer = max(0, measured["memory_peak"] - measured["memory_before"]) / count
+    return {
+        "peers": len(peers),
+        "setup_seconds": round(measured["setup_seconds"], 3),
+        "run_seconds": round(measured["run_seconds"], 3),
+        "seconds_per_round": round(measured["run_seconds"] / options.rounds, 3),
+        # CPU time of this process (all threads): what a busy shared machine does not distort
+        "cpu_seconds_per_round": round(measured["cpu_seconds"] / options.rounds, 3),
+        "memory_before_peers_bytes": measured["memory_before"],
+        "memory_peak_bytes": measured["memory_peak"],
+        "memory_per_peer_bytes": round(memory_per_peer),
+        "memory_per_peer_built_bytes": round(max(0, measured["memory_built"] - measured["memory_before"]) / count),
+        "model_bytes": model,
+        "optimizer_state_bytes": optimizer,
+        "memory_per_peer_over_state": round(memory_per_peer / max(model + optimizer, 1), 3),
+        "messages_per_peer_per_round": round(messages / count / rounds_run, 2),
+        "bytes_per_peer_per_round": round(bytes_moved / count / rounds_run),
+        "announce_interval_s": measured["announce_every"],
+        "announce_degree": min(options.announce_degree, len(peers) - 1),
+        "messages_dropped": measured["dropped"],
+    }
 
 
 def _hostile_peers(options: SimulationOptions) -> dict[str, Any]:

@@ -27,9 +27,57 @@ def _check_byzantine(ctx: click.Context, param: click.Parameter, value: tuple[st
     return value
 
 
+def _conditions_parser(parse: Any) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from quinkgl.errors import QuinkGLError
+
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except QuinkGLError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return check
+
+
+def _parse_drop(text: str) -> float:
+    from quinkgl.simconditions import parse_probability
+
+    return parse_probability(text, "--drop-prob")
+
+
+def _parse_latency(text: str) -> Any:
+    from quinkgl.simconditions import parse_latency
+
+    return parse_latency(text)
+
+
+def _parse_churn(text: str) -> tuple[float, float]:
+    from quinkgl.simconditions import parse_churn
+
+    return parse_churn(text)
+
+
+def _parse_slow(text: str) -> tuple[float, float]:
+    from quinkgl.simconditions import parse_slow
+
+    return parse_slow(text)
+
+
+MAX_PEERS = 2000  # quinkgl.simulate.MAX_PEERS (not imported here: `quinkgl --help` must not import torch)
+
+
 @click.command("simulate")
 @peer_source_options
-@click.option("--peers", type=click.IntRange(min=1, max=256), default=10, show_default=True)
+@click.option(
+    "--peers",
+    type=click.IntRange(min=1, max=MAX_PEERS),
+    default=10,
+    show_default=True,
+    help=f"Simulated peers, at most {MAX_PEERS}: about what a 24 GiB, 2-core machine holds with a 0.4 MB model "
+    "(each peer costs about its model + optimizer state, a few MB; the rounds take time linear in the peers).",
+)
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--partition",
@@ -58,6 +106,37 @@ def _check_byzantine(ctx: click.Context, param: click.Parameter, value: tuple[st
     help="Make K peers hostile (repeatable): signflip, gaussian, scale, alie, ipm, labelflip, inflate, "
     "histogram. Reports show the honest peers only.",
 )
+@click.option(
+    "--drop-prob",
+    default=None,
+    callback=_conditions_parser(_parse_drop),
+    metavar="P",
+    help="Probability in [0, 1) that any one message (announcement, request, answer) is lost; a lost request "
+    "or answer costs the asking peer its timeout.",
+)
+@click.option(
+    "--latency",
+    default=None,
+    callback=_conditions_parser(_parse_latency),
+    metavar="DIST",
+    help="One-way delay of every request and answer: none, fixed:S, uniform:LO:HI, exp:MEAN or "
+    "lognormal:MEDIAN:SIGMA (seconds).",
+)
+@click.option(
+    "--churn",
+    default=None,
+    callback=_conditions_parser(_parse_churn),
+    metavar="LEAVE:REJOIN",
+    help="Per round, an online peer goes offline with probability LEAVE and an offline one comes back with "
+    "probability REJOIN (e.g. 0.1:0.5). Offline peers skip the round, unreachable.",
+)
+@click.option(
+    "--slow-peers",
+    default=None,
+    callback=_conditions_parser(_parse_slow),
+    metavar="FRACTION:FACTOR",
+    help="That share of the peers trains FACTOR times slower (e.g. 0.2:4).",
+)
 def simulate_command(
     manifest_path: str,
     script: str | None,
@@ -79,6 +158,10 @@ def simulate_command(
     output_dir: str | None,
     plot_path: str | None,
     byzantine: tuple[str, ...],
+    drop_prob: float | None,
+    latency: Any,
+    churn: tuple[float, float] | None,
+    slow_peers: tuple[float, float] | None,
 ) -> None:
     """Simulate a swarm of PEERS peers in this process, each on its own shard of the training data."""
     from quinkgl.extras import require_extra
@@ -87,6 +170,7 @@ def simulate_command(
     from quinkgl.plugins.manager import build_registry
     from quinkgl.runtime.devices import resolve_device
     from quinkgl.runtime.inputs import load_inputs
+    from quinkgl.simconditions import Conditions, Latency
     from quinkgl.simulate import SimulationOptions, simulate
 
     inputs = load_inputs(manifest_path, script=script, data=data, trust_policy=trust_policy, trusted_keys=trusted_keys)
@@ -106,6 +190,14 @@ def simulate_command(
         strict_manifest=strict_manifest,
         device=resolve_device(device),
         byzantine=byzantine,
+        conditions=Conditions(
+            drop=drop_prob or 0.0,
+            latency=latency or Latency(),
+            churn_leave=churn[0] if churn else 0.0,
+            churn_rejoin=churn[1] if churn else 1.0,
+            slow_fraction=slow_peers[0] if slow_peers else 0.0,
+            slow_factor=slow_peers[1] if slow_peers else 1.0,
+        ),
     )
     output = output_dir or os.path.join("runs", "sim-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(output, exist_ok=True)
@@ -127,6 +219,16 @@ def simulate_command(
     ]
     terminal.render(simulation_table([s for s, _ in honest], [size for _, size in honest]))
     terminal.out(f"simulated {peers} peers x {rounds} rounds in {result.seconds:.1f} s")
+    scale = result.scale
+    if scale:
+        terminal.out(
+            f"per round {scale['seconds_per_round']:.2f} s; per peer {scale['memory_per_peer_bytes'] / 1e6:.1f} MB "
+            f"({scale['memory_per_peer_over_state']:.1f}x model + optimizer state), "
+            f"{scale['messages_per_peer_per_round']:.0f} messages and "
+            f"{scale['bytes_per_peer_per_round'] / 1e6:.2f} MB per round"
+        )
+    if options.conditions.any:
+        terminal.out(f"conditions: {json.dumps(options.conditions.to_dict(), sort_keys=True)}")
     if result.hostile:
         accuracies = sorted(s["val_accuracy"] for s, _ in honest if s["val_accuracy"] is not None)
         spread = (
@@ -163,6 +265,11 @@ def _report(manifest: Any, options: Any, result: Any) -> dict[str, Any]:
         "rounds": result.history,
         "hostile": result.hostile,
         "honest_val_accuracy": _spread([s["val_accuracy"] for s in result.honest()]),
+        "conditions": options.conditions.to_dict(),
+        "online_val_accuracy": _spread(
+            [s["val_accuracy"] for s in result.honest() if s.get("conditions", {}).get("online", True)]
+        ),
+        "scale": result.scale,
     }
 
 

@@ -95,6 +95,7 @@ class PeerParts:
     limiter: trio.CapacityLimiter | None = None
     membership_cert: Any = None  # this peer's MembershipCertificate in a certified swarm, else None
     attack: Any = None  # a quinkgl.attacks.Attack for a simulated hostile peer (--byzantine); None for honest peers
+    conditions: Any = None  # a quinkgl.simconditions.PeerConditions (simulated churn and speed); None outside it
 
 
 @attrs.define
@@ -559,6 +560,8 @@ class Peer:
         if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
             self.p.attack.begin_round(await self._work(self._snapshot))
         trained = await self._work(self._train)
+        if self.p.conditions is not None:  # simulator seam: a slow peer's training takes longer
+            await self.p.conditions.after_train(self, trio.current_time() - started)
         train_seconds = trio.current_time() - started
         own_tensors = await self._work(self._snapshot)
         outcome, need = PullOutcome(), 0
@@ -703,6 +706,8 @@ class Peer:
             await self._wait_for_first_peer()
             await self._catch_up()
             for round_idx in range(self.completed + 1, self.options.rounds + 1):
+                if self.p.conditions is not None and not await self.p.conditions.before_round(self, round_idx):
+                    continue  # simulator seam: churn took this peer offline for the round
                 await self._round(round_idx)
             self.done = True
             self._notify()

@@ -75,6 +75,7 @@ def train_steps(
         seen += batch
         if classify:
             correct += _accuracy(outputs.detach(), targets) or 0
+    optimizer.zero_grad(set_to_none=True)  # gradients are not kept between rounds: one model's worth less per peer
     return StepMetrics(total_loss / max(seen, 1), correct / max(seen, 1) if classify else None, seen)
 
 
