@@ -102,7 +102,9 @@ def test_robust_rule_keeps_every_honest_peer_within_3_points_of_clean_fedavg(swa
         m["fell_back"] for node, rounds in result.history.items() if node not in result.hostile for m in rounds
     )
     print(describe(f"{rule} iid {ATTACK}", finals), f"| clean FedAvg minimum {clean:.4f} | fell back {fell_back}")
-    assert min(finals) >= clean - 0.03
+    # Rounds that fell back (fewer answers than min_updates before the pull deadline, seen only on an overloaded
+    # machine) keep the own model and cost accuracy: the message says how many.
+    assert min(finals) >= clean - 0.03, f"{rule}: {finals} vs clean {clean}; {fell_back} honest peer-rounds fell back"
 
 
 @pytest.mark.parametrize("rule", expected_failures(NOT_ABOVE_ISOLATED))
