@@ -5,12 +5,14 @@ the same seed: aggregator ∈ {FedAvg, Krum, MultiKrum, TrimmedMean, Median, Cen
 signflip, gaussian, alie, ipm, labelflip, inflate} × f ∈ {1, 3} × partition ∈ {iid, dirichlet:0.5}, plus isolated
 training (no exchange) per partition. The manifest's ``byzantine_f`` is f, and RandomTopology's fanout is
 max(3, 2f + 2) so that each rule can get the inputs it needs. Each cell is the honest peers' final validation
-accuracy, ``min / median``; the heatmap colours the minimum. ``fallback`` counts honest peer-rounds that kept the
-own model (nothing aggregated).
+accuracy, ``min / median``; the heatmap colours the minimum. ``fallback`` counts honest peer-rounds in which fewer
+models arrived than the rule needs (``min_updates``), so the own model was kept; Krum choosing the own model on
+its score is not a fallback.
 
 Output (never committed): ``runs/byzantine-<time>/table.md``, ``heatmap.png``, ``results.json``.
 
 Usage: python bench/bench_byzantine.py --data-root DIR [--quick] [--rounds R] [--local-steps S] [--output DIR]
+[--partition P]... [--f F]... (a part of the grid, e.g. to run parts side by side)
 ``--quick``: FedAvg, Krum, Median × none, signflip, inflate × f = 1 × iid, 3 rounds × 30 steps.
 """
 
@@ -46,7 +48,7 @@ def arch_hash(script: Path) -> str:
 
 
 def manifest(aggregation: str, f: int, arch: str, registry: Any) -> Any:
-    from quinkgl.manifest.create import ManifestOptions, create_manifest
+    from quinkgl.authoring import ManifestOptions, create_manifest
 
     options = ManifestOptions(
         name="byzantine-bench",
@@ -87,11 +89,7 @@ def run(
     result = simulate(manifest(aggregation, f, arch, registry), ScriptPlugin.from_file(args.script), options, registry)
     honest = [s["val_accuracy"] for s in result.honest() if s["val_accuracy"] is not None]
     fallback = sum(
-        1
-        for node, rounds in result.history.items()
-        if node not in result.hostile
-        for r in rounds
-        if not r["aggregated_from"]
+        1 for node, rounds in result.history.items() if node not in result.hostile for r in rounds if r["fell_back"]
     )
     row = {
         "aggregation": aggregation,
@@ -170,6 +168,8 @@ def main() -> int:
     parser.add_argument("--local-steps", type=int, help="default: 1 epoch per round (30 with --quick)")
     parser.add_argument("--max-eval-batches", type=int)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partition", action="append", choices=PARTITIONS, help="only this partition (repeatable)")
+    parser.add_argument("--f", action="append", type=int, choices=FS, help="only this f (repeatable)")
     parser.add_argument("--output", help="default runs/byzantine-<time>")
     args = parser.parse_args()
     aggregators, attacks, fs, partitions = AGGREGATORS, ATTACKS, FS, PARTITIONS
@@ -184,6 +184,8 @@ def main() -> int:
         args.local_steps = args.local_steps or 30
         args.max_eval_batches = args.max_eval_batches or 40
     args.rounds = args.rounds or 10
+    partitions = args.partition or partitions
+    fs = args.f or fs
     output = Path(args.output or ROOT / "runs" / ("byzantine-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
     from quinkgl.plugins.manager import build_registry
 

@@ -181,3 +181,18 @@ def test_a_flood_of_fake_identities_leaves_the_peer_bounded(tmp_path, guide_scri
     assert len(ignoring) <= 2 * 3 * IGNORED_WARNINGS_PER_MINUTE
     # (Whether the honest pair still finds each other among hundreds of fake candidates is item 5's business:
     # the pull protocol and the dial budget, not these bounds.)
+
+
+def test_a_diverged_models_infinite_loss_is_left_out_of_the_announcement():
+    """A peer whose loss became inf or NaN keeps announcing (strict JSON would refuse the value and end the peer)."""
+    raw = encode_announcement(
+        swarm_id="s",
+        arch_hash="a",
+        node_id="n",
+        round_idx=3,
+        pushed=3,
+        done=False,
+        metrics={"val_loss": float("inf"), "val_accuracy": float("nan"), "round": 3},
+        metadata={},
+    )
+    assert parse_announcement(raw, swarm_id="s", arch_hash="a")["metrics"] == {"round": 3}

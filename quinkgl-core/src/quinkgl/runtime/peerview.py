@@ -9,6 +9,7 @@ compatible: others are ignored with a logged, counted reason. The sender's ident
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -46,7 +47,10 @@ def encode_announcement(
     metadata: dict[str, Any],
     cert: dict[str, Any] | None = None,
 ) -> bytes:
-    """The announcement bytes a peer publishes (``cert``: its membership certificate in a certified swarm)."""
+    """The announcement bytes a peer publishes (``cert``: its membership certificate in a certified swarm).
+
+    Non-finite metric values (a diverged model's infinite loss) are left out: announcements are strict JSON."""
+    metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and not math.isfinite(v))}
     doc = {
         "v": ANNOUNCEMENT_VERSION,
         "swarm_id": swarm_id,
