@@ -13,9 +13,10 @@ decoded before ("proven" sources). Each round
 
 So fake IDs, however many, cost at most ``need + 4`` requests per round and never keep a proven source from
 being asked: once an honest peer answered, fake IDs cannot starve it. In a swarm without fake IDs every
-source is proven after its first answer and nothing changes. Not Sybil-proof: hosts that really
-answer become proven like anyone (robust aggregation and :func:`distinct_updates` bound those); certified swarms
-are the Sybil-proof answer.
+source is proven after its first answer and nothing changes; until then (a fresh swarm's first round) a peer
+may have up to ``2 * need + 4`` requests in flight instead of ``need`` (the round still closes at its quorum).
+Not Sybil-proof: hosts that really answer become proven like anyone (robust aggregation and
+:func:`distinct_updates` bound those); certified swarms are the Sybil-proof answer.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from typing import Any
 from quinkgl.runtime.bounded import BoundedSet
 
 ENABLED = True  # tests switch the defence off to show that the attack bites without it
-MAX_PROBES_PER_ROUND = 4  # never-answered peers asked per round, at most
+MAX_PROBES_PER_ROUND = 4  # never-answered peers asked per round: at most need + this many
 MAX_RECORDED = 4096  # proven sources remembered
 RECORD_TTL_S = 3600.0  # a source not heard from (answering) for an hour is probed again
 
 
 class AnswerRecord:
-    """The sources that answered us before, and the split of a round's asking order into proven / probes."""
+    """The sources that answered us before, and the round's asking order they allow (:meth:`queue`)."""
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = ENABLED if enabled is None else enabled
