@@ -330,6 +330,10 @@ class Peer:
                 self.avoided.missed(source, round_idx)
                 self.sources.missed(source)
                 log.info("source %s did not answer round %d in time; avoiding it for a while", source, round_idx)
+        elif spare:  # on a spare slot a never-answered source no longer holds the round up: still silent at the
+            for source in pending:  # quorum, it counts as late (a tarpit is avoided for 1, 2, 4 … rounds)
+                if not self.sources.proven(source):
+                    self.avoided.missed(source, round_idx)
         outcome.received.sort(key=lambda u: u.sender)
         return outcome
 

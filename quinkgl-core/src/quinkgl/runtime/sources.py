@@ -9,7 +9,8 @@ decoded before ("proven" sources). Each round
 * of the peers that never answered, at most ``need`` + :data:`MAX_PROBES_PER_ROUND` are asked per round (peers
   with a live connection to us first: an announced-only fake ID has none), and asking one opens a *spare*
   request slot, so a never-answered peer that hangs until the deadline does not take a proven source's slot;
-* a source that misses a deadline loses its status (it is a newcomer again).
+* a source that misses a deadline loses its status (it is a newcomer again); a never-answered one still silent
+  when the round has its quorum counts as late (avoided for 1, 2, 4 … rounds, runtime/pull.py's ``Avoided``).
 
 So fake IDs, however many, cost at most ``need + 4`` requests per round and never keep a proven source from
 being asked: once an honest peer answered, fake IDs cannot starve it. In a swarm without fake IDs every
