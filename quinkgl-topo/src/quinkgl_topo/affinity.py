@@ -11,6 +11,12 @@ choices while clearly better matches still win most slots (a 0.5 overlap differe
 Peers without a usable histogram are never scored: they get exploration slots, and the slots left once every
 scored peer is taken.
 
+Identities are free in an open swarm, and a histogram is a claim: ``k`` fake IDs announcing one histogram (say,
+a copy of the victim's, to score 1 in ``similar`` mode) would weigh ``k`` times. Candidates announcing the same
+label *distribution* therefore share one weight (each gets ``1/k`` of it): together they are drawn as often as
+one such peer would be (docs/security.md, "Sybils"). Honest peers with exactly equal distributions are rare
+and lose nothing but that share.
+
 The own histogram is not part of the Topology call. It comes from ``set_own_metadata`` (the data policy's
 metadata, which the runtime announces) or, if the runtime lists this peer among the candidates, from that
 entry. Without it no peer can be scored and the selection is uniformly random, like RandomTopology.
@@ -28,6 +34,8 @@ from quinkgl.topology import PeerCandidate
 from quinkgl_topo.params import AffinityTopologyParams
 
 __all__ = ["AffinityTopology", "overlap"]
+
+SHARE_IDENTICAL = True  # candidates with one label distribution share one weight (tests switch it off)
 
 
 class AffinityTopology:
@@ -63,18 +71,25 @@ class AffinityTopology:
             metadata.setdefault(candidate.peer_id, candidate.metadata)
         remaining = sorted(metadata)  # sorted: the same candidates in any order give the same picks for one rng
         scores: dict[str, float] = {}
+        share: dict[str, float] = {}  # 1 / how many candidates announce the same distribution
         if own is not None:
+            groups: dict[tuple[float, ...], list[str]] = {}
             for peer_id in remaining:
                 value = self.score(own, metadata[peer_id])
                 if value is not None:
                     scores[peer_id] = value
+                    dist = label_distribution(metadata[peer_id].get("label_histogram")) or []
+                    groups.setdefault(tuple(round(x, 9) for x in dist), []).append(peer_id)
+            for members in groups.values():
+                for peer_id in members:
+                    share[peer_id] = 1.0 / len(members) if SHARE_IDENTICAL else 1.0
 
         picks: list[str] = []
         while remaining and len(picks) < self.params.fanout:
             scored = [p for p in remaining if p in scores]
             if scored and rng.random() >= self.params.exploration:
                 top = max(scores[p] for p in scored)  # shift by the max: exp() cannot overflow
-                weights = [math.exp((scores[p] - top) / self.params.temperature) for p in scored]
+                weights = [share[p] * math.exp((scores[p] - top) / self.params.temperature) for p in scored]
                 choice = rng.choices(scored, weights=weights)[0]
             else:
                 choice = rng.choice(remaining)

@@ -35,6 +35,10 @@ class BoundedSet:
         self._expire(now)
         return True
 
+    def discard(self, item: Hashable) -> None:
+        """Forget ``item`` if present."""
+        self._items.pop(item, None)
+
     def __contains__(self, item: object) -> bool:
         return item in self._items
 

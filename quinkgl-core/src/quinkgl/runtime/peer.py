@@ -29,7 +29,7 @@ from quinkgl import wire
 from quinkgl.aggregation import ModelUpdate
 from quinkgl.errors import QuinkGLError
 from quinkgl.membership import MembershipGate, check_own_certificate
-from quinkgl.runtime import pull
+from quinkgl.runtime import pull, sources
 from quinkgl.runtime.bounded import BoundedSet, RateLimit
 from quinkgl.runtime.options import PeerOptions
 from quinkgl.runtime.peerview import (
@@ -130,6 +130,7 @@ class Peer:
         self.max_update = wire.max_update_bytes(self.expected)
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
+        self.sources = sources.AnswerRecord()  # who answered before (fake IDs: runtime/sources.py)
         self.announcements_handled = 0  # broadcast by the transport
         self.carried_announcements = 0  # carried by requests and sampling answers (peer sampling)
         self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
@@ -333,18 +334,29 @@ class Peer:
         return max(deadline, pulled + pull.DEADLINE_FLOOR_S)
 
     async def _pull(
-        self, round_idx: int, need: int, order: list[str], deadline: Callable[[], float], min_round: int
+        self,
+        round_idx: int,
+        need: int,
+        order: list[str],
+        deadline: Callable[[], float],
+        min_round: int,
+        spare: int = 0,
     ) -> PullOutcome:
         """Ask sources from ``order`` (``need`` at a time, replacing failures) until ``need`` answered or the
         deadline passes; ``deadline()`` is re-read after every answer (each one teaches the learned deadline).
+        Asking a never-answered source opens one of ``spare`` extra slots (runtime/sources.py: fake IDs).
         Sources still pending at the deadline are avoided for the next rounds."""
         outcome = PullOutcome()
         queue = list(order)
+        spares = [spare]
         pending: set[str] = set()
 
         async def ask_next() -> None:
             while queue and len(outcome.received) < need:
                 source = queue.pop(0)
+                if spares[0] > 0 and not self.sources.proven(source):  # it may never answer: keep our pace
+                    spares[0] -= 1
+                    nursery.start_soon(ask_next)
                 outcome.asked += 1
                 pending.add(source)
                 update = await self._fetch(source, round_idx, timer.deadline, min_round, outcome)
@@ -363,7 +375,12 @@ class Peer:
         if timer.cancelled_caught:
             for source in pending:
                 self.avoided.missed(source, round_idx)
+                self.sources.missed(source)
                 log.info("source %s did not answer round %d in time; avoiding it for a while", source, round_idx)
+        elif spare:  # on a spare slot a never-answered source no longer holds the round up: still silent at the
+            for source in pending:  # quorum, it counts as late (a tarpit is avoided for 1, 2, 4 … rounds)
+                if not self.sources.proven(source):
+                    self.avoided.missed(source, round_idx)
         outcome.received.sort(key=lambda u: u.sender)
         return outcome
 
@@ -390,6 +407,7 @@ class Peer:
             update = await self._decode(source, payload, min_round)
         if update is not None:
             self.avoided.answered(source)
+            self.sources.answered(source, trio.current_time())
         return update
 
     async def _decode(self, source: str, payload: bytes, min_round: int) -> ModelUpdate | None:
@@ -568,6 +586,7 @@ class Peer:
         if not self.options.isolated:
             await self._publish(own_tensors, round_idx)
             need, order = self._pick_sources(round_idx)
+            order, spare = self.sources.queue(order, self.p.transport.connected_peers(), need)
             pulled, cap = trio.current_time(), started + self.options.gossip_interval
             floor = max(pull.DEADLINE_FLOOR_S, train_seconds)  # a source that trains as fast as we do is not late
             outcome = await self._pull(
@@ -576,9 +595,14 @@ class Peer:
                 order,
                 lambda: self._deadline(pulled, cap, floor),
                 min_round=round_idx - self.options.staleness,
+                spare=spare,
             )
         self._raise_callback_error()
         received = outcome.received
+        if received:  # k senders serving one model (or ours) count once: identical copies are the cheapest Sybils
+            received, duplicates = await self._work(sources.distinct_updates, received, own_tensors)
+            for _ in range(duplicates):
+                self.counters.reject("duplicate_model")
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
         used: tuple[str, ...] = ()
         samples = self.p.num_samples
