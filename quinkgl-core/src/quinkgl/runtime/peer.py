@@ -15,6 +15,7 @@ request handler waits (bounded) until this peer has the model it was asked for.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import statistics
@@ -46,6 +47,7 @@ from quinkgl.transport import RequestRefused, TransportError
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
 MIN_ANNOUNCE_GAP_S = 1.0  # an announcement triggered by a newly discovered peer waits at least this long
+PACE_WINDOW = 16  # rounds with answers whose duration (train + pull) sets the pace of a round nobody answered
 CATCH_UP_SOURCES = 2  # a late joiner averages at least this many current models before it trains
 MAX_REMEMBERED_PEERS = 4096  # ignored / discovered peer IDs remembered (each for at most PEER_MEMORY_TTL seconds)
 PEER_MEMORY_TTL = 600.0
@@ -127,6 +129,7 @@ class Peer:
         self.max_update = wire.max_update_bytes(self.expected)
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
+        self.paces: collections.deque[float] = collections.deque(maxlen=PACE_WINDOW)  # train + pull, answered rounds
         self.announcements_handled = 0
         self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
         self._changed = trio.Event()
@@ -201,8 +204,12 @@ class Peer:
             if not self.admits(sender):
                 raise RequestRefused("unknown_peer", "announce a compatible manifest first")
             with trio.move_on_after(min(wait, self.options.gossip_interval)):
-                while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
-                    await self._changed.wait()  # we are training that round (or about to): wait for it
+                # We are training that round (or are a few rounds behind it, within the staleness tolerance): wait
+                # for it. A requester ahead of us is paced by our answer instead of racing further ahead.
+                while not self._can_serve(wanted) and self.round >= wanted - 1 - self.options.staleness:
+                    if self.done:
+                        break
+                    await self._changed.wait()
             if self._served is None or not self._can_serve(wanted - self.options.staleness):
                 raise RequestRefused("behind", f"asked for round {wanted}, newest here is {self.pushed}")
         except RequestRefused as exc:
@@ -526,6 +533,11 @@ class Peer:
                 lambda: self._deadline(pulled, cap, floor),
                 min_round=round_idx - self.options.staleness,
             )
+            if outcome.received:
+                self.paces.append(trio.current_time() - started)
+            else:  # pacing: a round nobody answered keeps the swarm's pace (docs/runtime.md, "Pacing and resync")
+                pace = statistics.median(self.paces) if self.paces else pulled - started + floor
+                await trio.sleep_until(min(cap, started + pace))
         self._raise_callback_error()
         received = outcome.received
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
@@ -569,6 +581,7 @@ class Peer:
             "fell_back": fell_back,
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
+            "relayed_bytes": stats.relayed_bytes,
             "updates_sent": self.counters.updates_sent,
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
@@ -583,7 +596,23 @@ class Peer:
         await self._work(self._checkpoint, round_idx, metrics, self.view.snapshot())
         self.completed = round_idx
         self._emit("round_end", **metrics)
+        self._resync(round_idx, received)
         return metrics
+
+    def _resync(self, round_idx: int, received: list[ModelUpdate]) -> None:
+        """A peer whose answers say it trails the swarm by more than the staleness tolerance (after a partition,
+        a stall) adopts the swarm's round: the median (``median_low``) of the answers' rounds, from at least
+        :data:`CATCH_UP_SOURCES` answers, so one source alone, or a minority claiming a far round, never moves it.
+        Its sources would otherwise refuse it as ``behind`` and its models would reach nobody."""
+        if len(received) < CATCH_UP_SOURCES:
+            return
+        swarm_round = min(statistics.median_low([u.round for u in received]), self.options.rounds)
+        if swarm_round - round_idx <= self.options.staleness:
+            return
+        self.completed = self.round = swarm_round
+        self._notify()
+        log.info("adopted the swarm's round %d (was %d): the sources answered from ahead", swarm_round, round_idx)
+        self._emit("resynced", round=swarm_round, was=round_idx, peers=[u.sender for u in received])
 
     async def _linger(self) -> None:
         """After the last round keep serving the final model while peers we know are still running (they may
@@ -640,8 +669,8 @@ class Peer:
             self._emit("started", start_round=self.completed, rounds=self.options.rounds)
             await self._wait_for_first_peer()
             await self._catch_up()
-            for round_idx in range(self.completed + 1, self.options.rounds + 1):
-                await self._round(round_idx)
+            while self.completed < self.options.rounds:  # a resync may skip rounds (_resync)
+                await self._round(self.completed + 1)
             self.done = True
             self._notify()
             await self._announce()
@@ -687,6 +716,7 @@ class Peer:
             "val_accuracy": last.get("val_accuracy"),
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
+            "relayed_bytes": stats.relayed_bytes,
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
             "rejected": {**self.counters.rejected, **dict(stats.rejected)},
