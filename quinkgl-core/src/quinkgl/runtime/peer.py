@@ -104,6 +104,7 @@ class PullOutcome:
     received: list[ModelUpdate] = attrs.field(factory=list)
     asked: int = 0
     answered: int = 0
+    behind: int = 0  # sources that refused because they have not reached the asked round (we are ahead of them)
 
 
 class Peer:
@@ -340,6 +341,7 @@ class Peer:
             payload = await self.p.transport.request(source, request, timeout=deadline - asked)
         except TransportError as exc:
             self.counters.send_failures += 1
+            outcome.behind += "refused the request: behind" in str(exc)  # how both transports word it
             log.info("source %s failed: %s", source, exc)
             return None
         outcome.answered += 1
@@ -537,7 +539,8 @@ class Peer:
                 self.paces.append(trio.current_time() - started)
             else:  # pacing: a round nobody answered keeps the swarm's pace (docs/runtime.md, "Pacing and resync")
                 pace = statistics.median(self.paces) if self.paces else pulled - started + floor
-                await trio.sleep_until(min(cap, started + pace))
+                # sources behind us: wait for them as long as a round may last instead of running further ahead
+                await trio.sleep_until(cap if outcome.behind else min(cap, started + pace))
         self._raise_callback_error()
         received = outcome.received
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
