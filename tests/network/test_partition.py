@@ -1,10 +1,12 @@
 """Partitions heal: five hosts, two of them cut off (their bridge ports down) for at least two of their rounds.
 
 Nobody crashes or hangs; the cut-off peers keep training alone (rounds without updates are counted); after the
-links are restored every peer aggregates from the other side again, and the test reports after how many rounds
-(side A's rounds with side-A updates during the cut are reported, not asserted: a push that was in flight to a
-cut-off peer holds its round up to the send timeout). The peers are stopped with SIGTERM once the heal is seen.
-All waits are on log lines, bounded.
+links are restored every peer aggregates from the other side again within HEAL_WAIT_S, and the test reports after
+how many of its rounds (not asserted: the rounds of a healthy swarm last about a second on a quiet machine, while
+the first exchanges wait for TCP and GossipSub to recover on the restored links; side A's rounds with side-A
+updates during the cut are reported too). Without the runtime's pacing and resync the two sides' rounds drift
+apart during the cut and never meet again. The peers are stopped with SIGTERM once the heal is seen. All waits
+are on log lines, bounded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ROUND_DONE = re.compile(r"aggregated models from \d+ peer\(s\) in round (\d+)|no
 ALONE = re.compile(r"no source answered in round (\d+)")
 ADOPTED = re.compile(r"adopted the swarm's round (\d+)")
 ROUNDS = 200  # never reached: the test stops the peers (SIGTERM) once the heal is measured
-HEAL_BOUND = 8  # rounds after the heal within which every peer must hear the other side again
+HEAL_WAIT_S = 120  # every peer hears the other side again within this many seconds of the heal (seen: 8-36 s)
 
 
 def rounds_done(peer: NetPeer, text: str | None = None) -> int:
@@ -101,7 +103,9 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
         return None
 
     heal_started = time.monotonic()
-    wait_until(lambda: all(heard_other_side(p) is not None for p in peers), 300, "every peer hearing the other side")
+    wait_until(
+        lambda: all(heard_other_side(p) is not None for p in peers), HEAL_WAIT_S, "every peer hearing the other side"
+    )
     heal_seconds = time.monotonic() - heal_started
     to_heal = {p.node_id: heard_other_side(p) for p in peers}
     last_rounds = {p.node_id: max([rounds_done(p), *map(int, ADOPTED.findall(p.text()))]) for p in peers}
@@ -118,4 +122,3 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
         f"rounds when stopped {last_rounds}; resyncs {adopted}"
     )
     assert all(n >= 2 for n in alone_rounds.values()), alone_rounds
-    assert all(n is not None and n <= HEAL_BOUND for n in to_heal.values()), to_heal
