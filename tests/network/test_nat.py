@@ -101,8 +101,14 @@ def test_nat_homes_train_with_each_other_through_the_relay(netlab, nat_available
             f"requests to it {failures[:1]}"
         )
         assert "reserved a relay slot" in peer.text(), peer.text()[-6000:]
-        assert any(a.endswith(f"/p2p/{hub_id}/p2p-circuit") for a in learned), learned
         assert all("0.0.0.0" not in a and "127.0.0.1" not in a for a in learned), learned
+    # At least one home dialled the other through the relayed address it learned; the connection carries both
+    # directions, so the other home may have been stopped before that address's announcement reached it.
+    circuits = [
+        any(a.endswith(f"/p2p/{hub_id}/p2p-circuit") for a in peer.learned_addrs().get(other, set()))
+        for peer, other in pairs
+    ]
+    assert any(circuits), [peer.learned_addrs() for peer, _ in pairs]
     # the relay's metrics: relayed_bytes (cumulative) in every round's record of metrics.jsonl and in the summary
     records = [json.loads(line) for line in (hub_checkpoints / "metrics.jsonl").read_text().splitlines()]
     relayed = [r["relayed_bytes"] for r in records]
