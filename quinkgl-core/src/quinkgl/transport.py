@@ -70,6 +70,7 @@ class TransportStats:
     payloads_sent: int = 0
     payloads_received: int = 0
     rejected: Mapping[str, int] = attrs.field(factory=dict)
+    relayed_bytes: int = 0  # bytes this peer forwarded between two other peers as their relay (0 if it is none)
 
 
 class TransportError(NetworkError):

@@ -103,10 +103,13 @@ async def request(transport: Libp2pTransport, peer_id: str, message: bytes, *, t
     if target == host.get_id():
         raise TransportError("cannot send a request to this peer itself")
     started = time.monotonic()
+    opening = False
     with trio.move_on_after(max(timeout, 0.0)):
         try:
             await transport._dialler.ensure_connected(host, target)
+            opening = True
             stream = _Stream(await host.new_stream(target, [PROTOCOL_ID]))  # type: ignore[list-item]
+            opening = False
         except TransportError:
             raise
         except Exception as exc:
@@ -125,6 +128,11 @@ async def request(transport: Libp2pTransport, peer_id: str, message: bytes, *, t
         transport._streams.bytes_received += len(response)
         transport._streams.payloads_received += 1
         return response
+    if opening and not transport._relays_for_us(peer_id):
+        # Connected, yet not even a stream opened in the whole deadline: after an outage (a cut link) the session
+        # stays "established" while TCP backs off; a fresh dial recovers at once when the link is back. Never
+        # the connection to a relay holding our slot (that would drop our relayed address).
+        await transport._drop_connection(host, target, "no pull stream opened on it in time")
     raise TransportError(f"request to {peer_id} timed out after {time.monotonic() - started:.2f} s")
 
 

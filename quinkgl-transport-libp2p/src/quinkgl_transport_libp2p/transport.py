@@ -258,6 +258,7 @@ class Libp2pTransport:
             payloads_sent=self._streams.payloads_sent,
             payloads_received=self._streams.payloads_received,
             rejected=dict(self._rejected),
+            relayed_bytes=self._relay_stats["relayed_bytes"],
         )
 
     def exchanged_addrs(self, peer_id: str) -> list[str]:
@@ -281,6 +282,10 @@ class Libp2pTransport:
     def relay_stats(self) -> dict[str, int]:
         """``relayed_bytes`` (as a relay) and ``relay_refused_non_member``; for logs and tests."""
         return dict(self._relay_stats)
+
+    def _relays_for_us(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` is a relay on which this peer holds a slot (its connection carries our circuits)."""
+        return self._relay is not None and peer_id in self._relay.reserved
 
     async def _relay_dial(self, addr: str, target: ID) -> None:
         if self._relay is None:

@@ -206,10 +206,11 @@ def run_command(
         close_exporters(exporters)
     summary = outcome.summary
     accuracy = summary["val_accuracy"]
+    relayed = f"relayed={summary['relayed_bytes']} " if summary.get("relayed_bytes") else ""  # as a --relay
     terminal.out(
         f"summary: node={summary['node_id']} rounds={summary['rounds']}/{options.rounds} "
         f"val_accuracy={accuracy if accuracy is None else f'{accuracy:.4f}'} sent={summary['bytes_sent']} "
-        f"received={summary['bytes_received']} accepted={summary['updates_accepted']} "
+        f"received={summary['bytes_received']} {relayed}accepted={summary['updates_accepted']} "
         f"sources(asked/answered/used)={summary['sources_asked']}/{summary['sources_answered']}/"
         f"{summary['sources_used']} fell_back={summary['fell_back']} "
         f"announcements={summary['announcements_handled']} "

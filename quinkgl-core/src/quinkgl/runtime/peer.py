@@ -15,6 +15,7 @@ request handler waits (bounded) until this peer has the model it was asked for.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import statistics
@@ -48,6 +49,7 @@ from quinkgl.transport import RequestRefused, TransportError
 log = logging.getLogger("quinkgl.peer")
 Observer = Callable[[str, dict[str, Any]], None]
 MIN_ANNOUNCE_GAP_S = 1.0  # an announcement triggered by a newly discovered peer waits at least this long
+PACE_WINDOW = 16  # rounds with answers whose duration (train + pull) sets the pace of a round nobody answered
 CATCH_UP_SOURCES = 2  # a late joiner averages at least this many current models before it trains
 MAX_REMEMBERED_PEERS = 4096  # ignored / discovered peer IDs remembered (each for at most PEER_MEMORY_TTL seconds)
 PEER_MEMORY_TTL = 600.0
@@ -105,6 +107,7 @@ class PullOutcome:
     received: list[ModelUpdate] = attrs.field(factory=list)
     asked: int = 0
     answered: int = 0
+    behind: int = 0  # sources that refused because they have not reached the asked round (we are ahead of them)
 
 
 class Peer:
@@ -131,6 +134,7 @@ class Peer:
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
         self.sources = sources.AnswerRecord()  # who answered before (fake IDs: runtime/sources.py)
+        self.paces: collections.deque[float] = collections.deque(maxlen=PACE_WINDOW)  # train + pull, answered rounds
         self.announcements_handled = 0  # broadcast by the transport
         self.carried_announcements = 0  # carried by requests and sampling answers (peer sampling)
         self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
@@ -232,8 +236,12 @@ class Peer:
             if self.view is None or not self.view.admits(sender):
                 raise RequestRefused("unknown_peer", "announce a compatible manifest first")
             with trio.move_on_after(min(wait, self.options.gossip_interval)):
-                while not self._can_serve(wanted) and self.round >= wanted - 1 and not self.done:
-                    await self._changed.wait()  # we are training that round (or about to): wait for it
+                # We are training that round (or are a few rounds behind it, within the staleness tolerance): wait
+                # for it. A requester ahead of us is paced by our answer instead of racing further ahead.
+                while not self._can_serve(wanted) and self.round >= wanted - 1 - self.options.staleness:
+                    if self.done:
+                        break
+                    await self._changed.wait()
             if self._served is None or not self._can_serve(wanted - self.options.staleness):
                 raise RequestRefused("behind", f"asked for round {wanted}, newest here is {self.pushed}")
         except RequestRefused as exc:
@@ -399,6 +407,7 @@ class Peer:
             payload = await self.p.transport.request(source, request, timeout=deadline - asked)
         except TransportError as exc:
             self.counters.send_failures += 1
+            outcome.behind += "refused the request: behind" in str(exc)  # how both transports word it
             log.info("source %s failed: %s", source, exc)
             return None
         outcome.answered += 1
@@ -597,6 +606,12 @@ class Peer:
                 min_round=round_idx - self.options.staleness,
                 spare=spare,
             )
+            if outcome.received:
+                self.paces.append(trio.current_time() - started)
+            else:  # pacing: a round nobody answered keeps the swarm's pace (docs/runtime.md, "Pacing and resync")
+                pace = statistics.median(self.paces) if self.paces else pulled - started + floor
+                # sources behind us: wait for them as long as a round may last instead of running further ahead
+                await trio.sleep_until(cap if outcome.behind else min(cap, started + pace))
         self._raise_callback_error()
         received = outcome.received
         if received:  # k senders serving one model (or ours) count once: identical copies are the cheapest Sybils
@@ -644,6 +659,7 @@ class Peer:
             "fell_back": fell_back,
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
+            "relayed_bytes": stats.relayed_bytes,
             "updates_sent": self.counters.updates_sent,
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
@@ -658,7 +674,23 @@ class Peer:
         await self._work(self._checkpoint, round_idx, metrics, self.view.snapshot())
         self.completed = round_idx
         self._emit("round_end", **metrics)
+        self._resync(round_idx, received)
         return metrics
+
+    def _resync(self, round_idx: int, received: list[ModelUpdate]) -> None:
+        """A peer whose answers say it trails the swarm by more than the staleness tolerance (after a partition,
+        a stall) adopts the swarm's round: the median (``median_low``) of the answers' rounds, from at least
+        :data:`CATCH_UP_SOURCES` answers, so one source alone, or a minority claiming a far round, never moves it.
+        Its sources would otherwise refuse it as ``behind`` and its models would reach nobody."""
+        if len(received) < CATCH_UP_SOURCES:
+            return
+        swarm_round = min(statistics.median_low([u.round for u in received]), self.options.rounds)
+        if swarm_round - round_idx <= self.options.staleness:
+            return
+        self.completed = self.round = swarm_round
+        self._notify()
+        log.info("adopted the swarm's round %d (was %d): the sources answered from ahead", swarm_round, round_idx)
+        self._emit("resynced", round=swarm_round, was=round_idx, peers=[u.sender for u in received])
 
     async def _linger(self) -> None:
         """After the last round keep serving the final model while peers we know are still running (they may
@@ -729,10 +761,14 @@ class Peer:
             self._emit("started", start_round=self.completed, rounds=self.options.rounds)
             await self._wait_for_first_peer()
             await self._catch_up()
-            for round_idx in range(self.completed + 1, self.options.rounds + 1):
-                if self.p.conditions is not None and not await self.p.conditions.before_round(self, round_idx):
-                    continue  # simulator seam: churn took this peer offline for the round
-                await self._round(round_idx)
+            next_round = self.completed + 1
+            while next_round <= self.options.rounds:
+                if self.p.conditions is not None and not await self.p.conditions.before_round(self, next_round):
+                    next_round += 1  # simulator seam: churn took this peer offline for the round
+                    continue
+                next_round = max(next_round, self.completed + 1)  # a rejoined peer may have caught up
+                await self._round(next_round)
+                next_round = self.completed + 1  # a resync may skip rounds (_resync)
             self.done = True
             self._notify()
             await self._announce()
@@ -778,6 +814,7 @@ class Peer:
             "val_accuracy": last.get("val_accuracy"),
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
+            "relayed_bytes": stats.relayed_bytes,
             "updates_accepted": self.counters.updates_accepted,
             "updates_rejected": self.counters.updates_rejected + sum(stats.rejected.values()),
             "rejected": {**self.counters.rejected, **dict(stats.rejected)},
