@@ -75,7 +75,10 @@ def train_steps(
         seen += batch
         if classify:
             correct += _accuracy(outputs.detach(), targets) or 0
-    optimizer.zero_grad(set_to_none=True)  # gradients are not kept between rounds: one model's worth less per peer
+    # Gradients are not kept between rounds (one model's worth less per peer). Freed on the parameters, not through
+    # ``optimizer.zero_grad``: a script's optimizer may do more there than clear gradients.
+    for param in model.parameters():
+        param.grad = None
     return StepMetrics(total_loss / max(seen, 1), correct / max(seen, 1) if classify else None, seen)
 
 
