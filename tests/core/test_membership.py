@@ -259,7 +259,9 @@ def test_outsiders_get_nothing_in_and_nothing_out_of_a_certified_swarm(tmp_path,
         assert p.counters.rejected.get("announcement_not_a_member", 0) >= 3, p.counters.rejected
         assert p.p.transport.stats().rejected.get("not_admitted", 0) >= 1
         assert p.counters.updates_accepted >= 1
-    assert outsider_errors and all("does not admit outsider" in e for e in outsider_errors)
+    refused = [e for e in outsider_errors if "does not admit outsider" in e]
+    # A member that already finished and left is "not reachable" (seen in a CI run): nothing was delivered either.
+    assert refused and all(e in refused or "is not reachable" in e for e in outsider_errors), outsider_errors
     # ... and nobody ever pushed a model to it.
     assert received_by_outsider == []
 
