@@ -247,3 +247,65 @@ def test_params_validate():
         Libp2pParams(max_announcement_bytes=1024 * 1024)
     with pytest.raises(ValueError):
         Libp2pParams(dial_timeout_s=0)
+
+
+def _raised_from(cause: BaseException, exc: BaseException) -> BaseException:
+    """``exc`` as raised while handling ``cause`` (its ``__context__``), the way mplex's close() raises it."""
+    exc.__context__ = cause
+    return exc
+
+
+class _Stream:
+    """What the guard touches of a stream: the peer behind it and reset()."""
+
+    def __init__(self):
+        self.muxed_conn = type("Conn", (), {"peer_id": PID})()
+        self.resets = 0
+
+    async def reset(self):
+        self.resets += 1
+
+
+class _Network:
+    def __init__(self):
+        self.closed = []
+
+    async def close_peer(self, peer):
+        self.closed.append(peer)
+
+
+class _Host:
+    def __init__(self):
+        self.network = _Network()
+
+    def get_network(self):
+        return self.network
+
+
+def test_a_peer_leaving_under_a_handler_is_a_disconnect_and_garbage_is_malformed():
+    from google.protobuf.message import DecodeError
+    from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
+    from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
+
+    from quinkgl_transport_libp2p.stream_guard import guard_handler, is_disconnect
+
+    # mplex's close() on a connection that just went away: a bare RuntimeError raised from MuxedConnUnavailable
+    left = _raised_from(MuxedConnUnavailable("gone"), RuntimeError("Failed to send close message"))
+    assert is_disconnect(left)
+    assert is_disconnect(trio.BrokenResourceError())
+    for hostile in (DecodeError("bad varint"), MessageTooLarge("2 MiB"), IncompleteReadError("short"), RuntimeError()):
+        assert not is_disconnect(hostile), hostile
+
+    for raised, counted in ((left, []), (DecodeError("bad"), ["/meshsub/1.1.0"])):
+        malformed, host, stream = [], _Host(), _Stream()
+
+        async def handler(_stream, raised=raised):
+            raise raised
+
+        def count(proto, peer, exc, malformed=malformed):
+            malformed.append(proto)
+
+        guarded = guard_handler(host, "/meshsub/1.1.0", handler, count)
+        trio.run(guarded, stream)
+        assert malformed == counted  # only garbage is counted (and logged) as malformed
+        assert stream.resets == 1 and host.network.closed == [PID]  # either way the stream and peer are dropped

@@ -70,6 +70,7 @@ from .peer_exchange import (
     encode_addr_block,
     encode_envelope,
 )
+from .stream_guard import is_disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class _QueueingPubsub(Pubsub):
         except Exception as exc:
             if msg_forwarder == self.my_id:
                 raise
+            if is_disconnect(exc):  # a peer we forward to went away: not the forwarder's doing
+                logger.debug("forwarding a message from %s met a closed connection (%s)", msg_forwarder, exc)
+                return
             report = self.on_malformed
             if report is not None:
                 report(msg_forwarder, exc)

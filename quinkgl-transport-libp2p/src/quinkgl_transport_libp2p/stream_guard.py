@@ -5,7 +5,10 @@ on ``/meshsub/1.1.0`` (six bytes ``0a ff ff ff ff 0f``, varint-framed) raises ``
 read loop, which takes the Swarm service down and leaves the peer deaf. :func:`install_stream_guard` wraps
 every stream handler of the host, now and registered later, so that any exception escaping a handler resets
 that stream, closes the connection to the peer that sent it and is counted (``rpc_malformed``) — the host
-keeps running. Pubsub tasks that parse a message are guarded the same way in :mod:`.announce`.
+keeps running. Pubsub tasks that parse a message are guarded the same way in :mod:`.announce`. An exception
+caused by the connection going away under the handler (a peer that leaves while gossipsub answers it: mplex
+raises a bare ``RuntimeError`` from a ``MuxedConnUnavailable``) is a disconnect, not input: the stream is reset
+and the peer dropped the same way, but it is neither counted nor logged as malformed (:func:`is_disconnect`).
 
 **Inbound slots.** The Swarm takes an inbound slot (250 of them) per accepted connection and gives it back
 only when the whole swarm stops: its inbound handler waits for the swarm's end rather than the connection's.
@@ -24,12 +27,43 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetStream
+from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.stream_muxer.exceptions import MuxedConnError, MuxedStreamError
 
 logger = logging.getLogger(__name__)
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 OnMalformed = Callable[[str, Any, BaseException], None]
+
+
+# A connection that went away: not something the peer sent. Size caps and truncated frames
+# (MsgioException, IncompleteReadError) are input and stay malformed.
+_DISCONNECTS = (
+    MuxedConnError,
+    MuxedStreamError,
+    StreamError,
+    ConnectionClosedError,
+    RawConnError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ConnectionError,
+)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it was raised from (``__cause__``/``__context__``, a few links deep) is the
+    connection going away rather than malformed input."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, _DISCONNECTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _peer_of(stream: INetStream) -> Any:
@@ -46,10 +80,13 @@ def guard_handler(host: IHost, protocol: str, handler: StreamHandler, on_malform
             await handler(stream)
         except Exception as exc:
             peer = _peer_of(stream)
-            try:
-                on_malformed(protocol, peer, exc)
-            except Exception:
-                logger.exception("counting a malformed stream failed")
+            if is_disconnect(exc):
+                logger.debug("peer %s went away during %s (%s)", peer, protocol, type(exc).__name__)
+            else:
+                try:
+                    on_malformed(protocol, peer, exc)
+                except Exception:
+                    logger.exception("counting a malformed stream failed")
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 with contextlib.suppress(Exception):
                     await stream.reset()
