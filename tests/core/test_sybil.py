@@ -139,3 +139,24 @@ def test_identical_models_from_many_senders_count_once_in_krum():
     # a copy of our own model is dropped too (a replay of what we serve)
     kept, dropped = sources.distinct_updates([_update("x", {"w": honest[0]["w"].clone()})], own.tensors)
     assert kept == [] and dropped == 1
+
+
+def test_a_stale_answer_equal_to_the_rounds_starting_model_does_not_win_krum():
+    """Everyone adopted M (Krum picks whole models); a slower source answers with M, stale. M is the centre of the
+    models trained from it, so Krum picks it and the round's training is lost; known to us, it is dropped."""
+    import torch
+
+    from quinkgl_agg_robust.krum import Krum
+    from quinkgl_agg_robust.params import KrumParams
+
+    gen = torch.Generator().manual_seed(1)
+    base = {"w": torch.randn(50, generator=gen)}
+    trained = [{"w": base["w"] + 0.1 * torch.randn(50, generator=gen)} for _ in range(4)]
+    own = _update("me", trained[0])
+    received = [_update(f"h{i}", t) for i, t in enumerate(trained[1:])]
+    received += [_update("slow", {"w": base["w"].clone()}), _update("hostile", {"w": base["w"] - 10 * trained[1]["w"]})]
+    krum = Krum(KrumParams(f=1))
+    assert torch.equal(krum.aggregate(own, received).tensors["w"], base["w"])  # the stale base wins: no progress
+    kept, dropped = sources.distinct_updates(received, own.tensors, (sources.model_digest(base),))
+    assert dropped == 1 and "slow" not in [u.sender for u in kept]
+    assert not torch.equal(krum.aggregate(own, kept).tensors["w"], base["w"])

@@ -586,6 +586,8 @@ class Peer:
         self._notify()
         if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
             self.p.attack.begin_round(await self._work(self._snapshot))
+        # the model this round starts from: a source's answer bit-equal to it is a stale copy of what we hold
+        base = await self._work(sources.model_digest, self.p.model.state_dict())
         trained = await self._work(self._train)
         if self.p.conditions is not None:  # simulator seam: a slow peer's training takes longer
             await self.p.conditions.after_train(self, trio.current_time() - started)
@@ -614,8 +616,8 @@ class Peer:
                 await trio.sleep_until(cap if outcome.behind else min(cap, started + pace))
         self._raise_callback_error()
         received = outcome.received
-        if received:  # k senders serving one model (or ours) count once: identical copies are the cheapest Sybils
-            received, duplicates = await self._work(sources.distinct_updates, received, own_tensors)
+        if received:  # k senders serving one model (or ours, or our round's start) count once: the cheapest Sybils
+            received, duplicates = await self._work(sources.distinct_updates, received, own_tensors, (base,))
             for _ in range(duplicates):
                 self.counters.reject("duplicate_model")
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)

@@ -23,7 +23,7 @@ Not Sybil-proof: hosts that really answer become proven like anyone (robust aggr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from quinkgl.runtime.bounded import BoundedSet
@@ -85,12 +85,17 @@ def _byte_dtype() -> Any:
     return torch.uint8
 
 
-def distinct_updates(updates: Sequence[Any], own_tensors: dict[str, Any] | None = None) -> tuple[list[Any], int]:
+def distinct_updates(
+    updates: Sequence[Any], own_tensors: dict[str, Any] | None = None, known: Iterable[bytes] = ()
+) -> tuple[list[Any], int]:
     """``updates`` with bit-equal models from different senders counted once (the first, in the given order,
-    stays), and models bit-equal to ``own_tensors`` dropped; returns (kept, dropped). Identical copies are what
-    free identities send most cheaply: ``k`` hosts serving one model must not weigh ``k`` times, nor give a
-    robust rule (Krum scores identical models 0) ``k`` "agreeing" inputs."""
-    seen: set[bytes] = set()
+    stays), and models bit-equal to ``own_tensors`` or to a :func:`model_digest` in ``known`` dropped; returns
+    (kept, dropped). Identical copies are what free identities send most cheaply: ``k`` hosts serving one model
+    must not weigh ``k`` times, nor give a robust rule (Krum scores identical models 0) ``k`` "agreeing" inputs.
+    ``known`` is for models we hold already, such as the one this round's training started from: a slower source's
+    stale answer is often exactly that model (after Krum everyone adopts one peer's model), and as the centre of the
+    models trained from it Krum would pick it every round and the swarm would stop learning."""
+    seen: set[bytes] = set(known)
     if own_tensors is not None:
         seen.add(model_digest(own_tensors))
     kept = []
