@@ -249,12 +249,6 @@ def test_params_validate():
         Libp2pParams(dial_timeout_s=0)
 
 
-def _raised_from(cause: BaseException, exc: BaseException) -> BaseException:
-    """``exc`` as raised while handling ``cause`` (its ``__context__``), the way mplex's close() raises it."""
-    exc.__context__ = cause
-    return exc
-
-
 class _Stream:
     """What the guard touches of a stream: the peer behind it and reset()."""
 
@@ -290,7 +284,8 @@ def test_a_peer_leaving_under_a_handler_is_a_disconnect_and_garbage_is_malformed
     from quinkgl_transport_libp2p.stream_guard import guard_handler, is_disconnect
 
     # mplex's close() on a connection that just went away: a bare RuntimeError raised from MuxedConnUnavailable
-    left = _raised_from(MuxedConnUnavailable("gone"), RuntimeError("Failed to send close message"))
+    left = RuntimeError("Failed to send close message")
+    left.__context__ = MuxedConnUnavailable("gone")
     assert is_disconnect(left)
     assert is_disconnect(trio.BrokenResourceError())
     for hostile in (DecodeError("bad varint"), MessageTooLarge("2 MiB"), IncompleteReadError("short"), RuntimeError()):

@@ -586,8 +586,9 @@ class Peer:
         self._notify()
         if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
             self.p.attack.begin_round(await self._work(self._snapshot))
-        # the model this round starts from: a source's answer bit-equal to it is a stale copy of what we hold
-        base = await self._work(sources.model_digest, self.p.model.state_dict())
+        known: tuple[bytes, ...] = ()
+        if not self.options.isolated:  # the round's starting model: an answer bit-equal to it is a stale copy of it
+            known = (await self._work(sources.model_digest, self.p.model.state_dict()),)
         trained = await self._work(self._train)
         if self.p.conditions is not None:  # simulator seam: a slow peer's training takes longer
             await self.p.conditions.after_train(self, trio.current_time() - started)
@@ -617,7 +618,7 @@ class Peer:
         self._raise_callback_error()
         received = outcome.received
         if received:  # k senders serving one model (or ours, or our round's start) count once: the cheapest Sybils
-            received, duplicates = await self._work(sources.distinct_updates, received, own_tensors, (base,))
+            received, duplicates = await self._work(sources.distinct_updates, received, own_tensors, known)
             for _ in range(duplicates):
                 self.counters.reject("duplicate_model")
         own = ModelUpdate(self.peer_id, round_idx, self.p.num_samples, own_tensors, self.metadata)
