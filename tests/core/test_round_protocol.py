@@ -112,7 +112,8 @@ def test_robust_rules_get_their_full_fan_in(rule, f, guide_script, mnist_root):
 
 def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mnist_root):
     """A compatible peer that accepts requests and never answers costs a round at most its deadline, then is
-    avoided for 1, 2, 4 … rounds; the honest peers keep getting their quorum from each other."""
+    avoided for 1, 2, 4 … rounds (while a request to it is still waiting, it is not asked again); the honest
+    peers keep getting their quorum from each other."""
     manifest = fedavg_manifest()
     asked: dict[str, list[int]] = {}
 
@@ -124,6 +125,7 @@ def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mni
             await trio.sleep_forever()
 
         rogue.set_handlers(on_announcement=lambda s, d: None, on_payload=lambda s, d: None, on_request=never_answer)
+        rogue_id.append(rogue.peer_id)
         hello = {
             "swarm_id": manifest.swarm_id,
             "arch_hash": manifest.model.arch_hash,
@@ -136,15 +138,17 @@ def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mni
         }
         async with rogue:
             with trio.fail_after(300):
-                while not all(p.done for p in peers):  # announce like a live peer until the others finish
+                # announce like a live peer until the others finish and every request to it has expired
+                while not all(p.done for p in peers) or any(p._probing for p in peers):
                     await rogue.announce(encode_announcement(**hello))
                     await trio.sleep(0.05)
 
     rounds = 8
+    rogue_id: list[str] = []
     peers = run_swarm(
         manifest,
         scripts(guide_script, 4),
-        [options(f"p{i}", rounds, mnist_root, gossip_interval=20.0) for i in range(4)],
+        [options(f"p{i}", rounds, mnist_root, gossip_interval=8.0) for i in range(4)],
         extra=tarpit,
     )
     print("rounds in which the tarpit was asked, per peer:", sorted(asked.values()))
@@ -155,6 +159,7 @@ def test_a_tarpit_source_is_avoided_after_missing_its_deadline(guide_script, mni
         # missed at r -> skipped until r+1; then r+2 -> r+4; then r+5 -> r+9: at most 3 asks in 8 rounds
         assert len(rounds_asked) <= 3, rounds_asked
     assert all(p.avoided._strikes for p in peers if p.peer_id in asked)
+    assert not any(p.sources.proven(rogue_id[0]) for p in peers)
     # every round still aggregated the honest peers' models
     assert sum(m["sources_used"] >= 1 for p in peers for m in p.history) >= 0.9 * 4 * rounds
 
@@ -203,11 +208,12 @@ def test_a_late_joiner_catches_up_before_it_trains(guide_script, mnist_root):
     assert caught and len(caught[0]["peers"]) >= 2 and caught[0]["round"] >= 2, caught
     first = late.history[0]
     others = [m["val_accuracy"] for p in peers[:5] for m in p.history if m["round"] == first["round"]]
+    used_late = [m["round"] for p in peers[:5] for m in p.history if late.peer_id in m["aggregated_from"]]
     print(
         f"late joiner adopted round {caught[0]['round']} in {caught[0]['seconds']} s; first round "
-        f"{first['round']} accuracy {first['val_accuracy']:.3f}, others {min(others):.3f}-{max(others):.3f}"
+        f"{first['round']} accuracy {first['val_accuracy']:.3f}, others {min(others):.3f}-{max(others):.3f}; "
+        f"aggregated by the others in rounds {sorted(used_late)}"
     )
     assert first["val_accuracy"] >= statistics.mean(others) - 0.02
-    used_late = [m["round"] for p in peers[:5] for m in p.history if late.peer_id in m["aggregated_from"]]
     assert used_late, "nobody aggregated the late joiner's model"
     assert all(p.counters.rejected.get("stale_round", 0) == 0 for p in peers)

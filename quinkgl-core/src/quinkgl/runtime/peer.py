@@ -138,6 +138,8 @@ class Peer:
         self.announcements_handled = 0  # broadcast by the transport
         self.carried_announcements = 0  # carried by requests and sampling answers (peer sampling)
         self._served: tuple[int, bytes] | None = None  # (round, wire update) of the newest trained model
+        self._probes: trio.Nursery | None = None  # where requests to never-answered sources run (_probe)
+        self._probing: set[str] = set()  # sources a probe still waits on: not asked again meanwhile
         self._changed = trio.Event()
         self._announce_soon = trio.Event()
         # Bounded: a flood of fresh peer IDs must not grow memory, callbacks or log lines without limit.
@@ -300,20 +302,24 @@ class Peer:
 
     def _source_candidates(self, now: float) -> list[PeerCandidate]:
         """Compatible peers heard from recently (finished ones too: they serve their last model while they
-        linger), minus the avoided ones; sorted, so that the topology's seeded choice does not depend on the order
-        in which announcements arrived."""
+        linger), minus the avoided ones and those a probe still waits on; sorted, so that the topology's seeded
+        choice does not depend on the order in which announcements arrived."""
         assert self.view is not None
         if self.sampling is not None:  # the sampler's partial view, with what the peers told us of themselves
             known = self.view.peers
             return [
                 PeerCandidate(p, known[p].round, dict(known[p].metadata)) if p in known else PeerCandidate(p)
                 for p in sorted(self.sampling.sampler.sampled_peers())
-                if not self.avoided.avoids(p, self.round) and not (p in known and known[p].done)
+                if not self.avoided.avoids(p, self.round)
+                and not (p in known and known[p].done)
+                and p not in self._probing
             ]
         return [
             PeerCandidate(p.peer_id, p.round, dict(p.metadata))
             for p in sorted(self.view.peers.values(), key=lambda p: p.peer_id)
-            if now - p.last_seen <= self.view.timeout and not self.avoided.avoids(p.peer_id, self.round)
+            if now - p.last_seen <= self.view.timeout
+            and not self.avoided.avoids(p.peer_id, self.round)
+            and p.peer_id not in self._probing
         ]
 
     def _pick_sources(self, round_idx: int) -> tuple[int, list[str]]:
@@ -352,22 +358,29 @@ class Peer:
     ) -> PullOutcome:
         """Ask sources from ``order`` (``need`` at a time, replacing failures) until ``need`` answered or the
         deadline passes; ``deadline()`` is re-read after every answer (each one teaches the learned deadline).
-        Asking a never-answered source opens one of ``spare`` extra slots (runtime/sources.py: fake IDs).
-        Sources still pending at the deadline are avoided for the next rounds."""
+        Asking a never-answered source opens one of ``spare`` extra slots (runtime/sources.py: fake IDs) and
+        runs as a probe (:meth:`_probe`). Sources still pending at the deadline are avoided for the next rounds."""
         outcome = PullOutcome()
         queue = list(order)
         spares = [spare]
         pending: set[str] = set()
+        probed: set[str] = set()
 
         async def ask_next() -> None:
             while queue and len(outcome.received) < need:
                 source = queue.pop(0)
-                if spares[0] > 0 and not self.sources.proven(source):  # it may never answer: keep our pace
+                probe = spares[0] > 0 and not self.sources.proven(source)  # it may never answer: keep our pace
+                if probe and len(self._probing) >= sources.MAX_PROBES_IN_FLIGHT:
+                    continue
+                pending.add(source)
+                outcome.asked += 1
+                if probe:
                     spares[0] -= 1
                     nursery.start_soon(ask_next)
-                outcome.asked += 1
-                pending.add(source)
-                update = await self._fetch(source, round_idx, timer.deadline, min_round, outcome)
+                    probed.add(source)
+                    update = await self._probe(source, round_idx, timer.deadline, min_round, outcome)
+                else:
+                    update = await self._fetch(source, round_idx, timer.deadline, min_round, outcome)
                 pending.discard(source)
                 timer.deadline = min(timer.deadline, deadline())
                 if update is not None:
@@ -381,16 +394,42 @@ class Peer:
                 for _ in range(min(need, len(queue))):
                     nursery.start_soon(ask_next)
         if timer.cancelled_caught:
-            for source in pending:
-                self.avoided.missed(source, round_idx)
-                self.sources.missed(source)
-                log.info("source %s did not answer round %d in time; avoiding it for a while", source, round_idx)
-        elif spare:  # on a spare slot a never-answered source no longer holds the round up: still silent at the
-            for source in pending:  # quorum, it counts as late (a tarpit is avoided for 1, 2, 4 … rounds)
-                if not self.sources.proven(source):
-                    self.avoided.missed(source, round_idx)
+            for source in pending - probed:  # a probe judges its source itself, at its own deadline
+                self._missed(source, round_idx)
         outcome.received.sort(key=lambda u: u.sender)
         return outcome
+
+    def _missed(self, source: str, round_idx: int) -> None:
+        self.avoided.missed(source, round_idx)
+        self.sources.missed(source)
+        log.info("source %s did not answer round %d in time; avoiding it for a while", source, round_idx)
+
+    async def _probe(
+        self, source: str, round_idx: int, deadline: float, min_round: int, outcome: PullOutcome
+    ) -> ModelUpdate | None:
+        """Ask a never-answered source on a spare slot. The request runs in the peer's own nursery until the
+        round's deadline, not only until its quorum: a slow newcomer (a late joiner still training the round)
+        that answers after the quorum is proven for the next rounds (its answer is not used), and one still
+        silent at the deadline (a tarpit, a fake ID) is avoided for 1, 2, 4 … rounds. The pull sees the answer
+        if it comes before its quorum."""
+        answered = trio.Event()
+        result: list[ModelUpdate | None] = [None]
+
+        async def ask() -> None:
+            try:
+                with trio.move_on_at(deadline) as scope:
+                    result[0] = await self._fetch(source, round_idx, deadline, min_round, outcome)
+                if scope.cancelled_caught:
+                    self._missed(source, round_idx)
+            finally:
+                self._probing.discard(source)
+                answered.set()
+
+        assert self._probes is not None
+        self._probing.add(source)
+        self._probes.start_soon(ask)
+        await answered.wait()
+        return result[0]
 
     async def _fetch(
         self, source: str, round_idx: int, deadline: float, min_round: int, outcome: PullOutcome
@@ -756,6 +795,7 @@ class Peer:
             gate = MembershipGate(self.swarm_id, self.p.manifest.creator_pubkey)
         self.view = PeerView(self.peer_id, self.options.peer_timeout, gate=gate)
         async with trio.open_nursery() as nursery:
+            self._probes = nursery
             if self.sampling is not None:
                 self.sampling.sampler.bind(self.sampling)
                 nursery.start_soon(self.sampling.run)

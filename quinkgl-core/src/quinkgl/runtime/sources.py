@@ -30,6 +30,7 @@ from quinkgl.runtime.bounded import BoundedSet
 
 ENABLED = True  # tests switch the defence off to show that the attack bites without it
 MAX_PROBES_PER_ROUND = 4  # never-answered peers asked per round: at most need + this many
+MAX_PROBES_IN_FLIGHT = 32  # requests to never-answered peers still waiting (they may outlive their round)
 MAX_RECORDED = 4096  # proven sources remembered
 RECORD_TTL_S = 3600.0  # a source not heard from (answering) for an hour is probed again
 
