@@ -31,11 +31,12 @@ def rounds_done(peer: NetPeer, text: str | None = None) -> int:
     return max(found, default=0)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str, peers: list[NetPeer]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
+            logs = "".join(f"\n--- {p.node_id} (last 4000 characters) ---\n{p.text()[-4000:]}" for p in peers)
+            raise AssertionError(f"{what} not reached within {timeout} s{logs}")
         time.sleep(0.2)  # polling log files for a condition, bounded by the deadline
 
 
@@ -76,6 +77,7 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
         lambda: all(len(ALONE.findall(p.text()[cut_at[p.node_id] :])) >= 2 for p in side_b),
         240,
         "two alone rounds on each cut-off peer",
+        side_b,
     )
     for peer in side_b:
         netlab.set_link(peer.host, True)
@@ -104,7 +106,10 @@ def test_partition_of_two_hosts_heals(netlab, swarm_files):
 
     heal_started = time.monotonic()
     wait_until(
-        lambda: all(heard_other_side(p) is not None for p in peers), HEAL_WAIT_S, "every peer hearing the other side"
+        lambda: all(heard_other_side(p) is not None for p in peers),
+        HEAL_WAIT_S,
+        "every peer hearing the other side",
+        peers,
     )
     heal_seconds = time.monotonic() - heal_started
     to_heal = {p.node_id: heard_other_side(p) for p in peers}
