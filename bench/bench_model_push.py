@@ -22,6 +22,11 @@ Per push (one warm-up, then ``--repeat`` timed pushes; the two paths alternate w
 
 Breakdown rows are medians of each component on its own, so they need not add up to the total exactly.
 
+Receiver memory: the receiver never builds the model (it derives the spec from the shapes), notes its resident
+memory when it is ready, and after the first push (the warm-up, before any raw transfer) reports its peak
+resident memory above that: what one transfer plus its decode held at most, next to the model's size. The
+decoded tensors are dropped right after each decode.
+
 Usage: python bench/bench_model_push.py [--mb 50] [--repeat 3] [--seed 0]
 """
 
@@ -31,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -51,10 +57,29 @@ CHUNK = 1024 * 1024
 STEP_TIMEOUT_S = 120.0
 
 
+def layer_count(mb: float) -> int:
+    """How many 1024x1024 float32 weights plus 1024-float biases total about ``mb`` MB (1e6 bytes)."""
+    return max(1, round(mb * 1e6 / (4 * (1024 * 1024 + 1024))))
+
+
+def model_spec(mb: float) -> dict[str, wire.TensorSpec]:
+    """The spec of :func:`build_model`'s model, without building it."""
+    spec: dict[str, wire.TensorSpec] = {}
+    for i in range(layer_count(mb)):
+        spec[f"layer{i}.weight"] = ((1024, 1024), "float32")
+        spec[f"layer{i}.bias"] = ((1024,), "float32")
+    return spec
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def build_model(mb: float, seed: int) -> dict[str, torch.Tensor]:
     """``n`` 1024x1024 float32 weights plus 1024-float biases, n chosen to total about ``mb`` MB (1e6 bytes)."""
-    per_layer = 4 * (1024 * 1024 + 1024)
-    n = max(1, round(mb * 1e6 / per_layer))
+    n = layer_count(mb)
     gen = torch.Generator().manual_seed(seed)
     model: dict[str, torch.Tensor] = {}
     for i in range(n):
@@ -87,7 +112,7 @@ def make_transport(name: str, registry: str, max_bytes: int, channel: trio.Memor
 async def receiver(args: argparse.Namespace) -> None:
     from libp2p.network.stream.exceptions import StreamEOF
 
-    spec = wire.model_spec(build_model(args.mb, args.seed))
+    spec = model_spec(args.mb)
     cap = wire.max_update_bytes(spec)
     send_ch, recv_ch = trio.open_memory_channel(8)
 
@@ -108,6 +133,7 @@ async def receiver(args: argparse.Namespace) -> None:
     transport = make_transport("bench-receiver", args.registry, cap, send_ch)
     async with transport:
         transport.host.set_stream_handler(RAW_PROTOCOL, raw_handler)
+        ready_rss = resident_bytes()
         print(f"READY {transport.peer_id}", flush=True)
         with trio.move_on_after(args.deadline):
             async for sender, payload, arrived in recv_ch:
@@ -122,6 +148,9 @@ async def receiver(args: argparse.Namespace) -> None:
                 decode_s = time.perf_counter() - arrived
                 assert decoded.header.sender == sender, "sender mismatch"
                 reply = {"decode_s": decode_s, "tensors": len(decoded.tensors), "round": decoded.header.round}
+                del decoded, payload
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+                reply["peak_above_ready"] = peak - ready_rss
                 await transport.send(sender, json.dumps(reply).encode(), timeout=STEP_TIMEOUT_S)
 
 
@@ -169,6 +198,8 @@ async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, 
             t3 = time.perf_counter()
             assert info["round"] == i and info["tensors"] == len(model)
             size = len(msg)
+            if i == 0:  # before any raw transfer: what the first push and its decode held at most
+                times["receiver_peak"] = [float(info["peak_above_ready"])]
 
             with trio.fail_after(STEP_TIMEOUT_S):
                 r0 = time.perf_counter()
@@ -200,6 +231,7 @@ async def sender(args: argparse.Namespace, proc: subprocess.Popen) -> dict[str, 
                     times[key].append(value)
         await transport.send(peer, b"BYE!", timeout=10)
     times["size"] = [float(size)]
+    times["model_bytes"] = [float(sum(t.numel() * t.element_size() for t in model.values()))]
     return times
 
 
@@ -227,6 +259,11 @@ def report(times: dict[str, list[float]], n_tensors: int, pid: int) -> None:
     print(
         f"\nratio framework/raw: {med['framework'] / med['raw']:.2f}x   "
         f"send()/raw (transfer only): {med['send'] / med['raw']:.2f}x"
+    )
+    peak, model_bytes = times["receiver_peak"][0], times["model_bytes"][0]
+    print(
+        f"receiver peak resident memory above idle, first push + decode: {peak / 1e6:.1f} MB = "
+        f"{peak / model_bytes:.2f}x the model ({model_bytes / 1e6:.1f} MB)"
     )
 
 

@@ -111,6 +111,17 @@ def test_mnist_mlp_round_trip_is_bit_identical():
     update.tensors["1.weight"].add_(1.0)  # decoded tensors are writable, independent memory
 
 
+def test_decoding_copies_the_message_once_into_memory_of_its_own():
+    """Decoded tensors never alias the received bytes (a receive buffer may be reused), whatever the message's
+    alignment in memory, and a writable buffer decodes like bytes."""
+    data = bytearray(b"\0" + MLP_BYTES)  # one byte in: every tensor's bytes sit at an odd address
+    update = decode_update(memoryview(data)[1:], expected=MLP_SPEC, swarm_id=SWARM)
+    data[:] = bytes(len(data))
+    for name, original in MLP_STATE.items():
+        got = update.tensors[name]
+        assert torch.equal(got, original) and got.data_ptr() % 16 == 0
+
+
 def test_round_trip_of_other_dtypes_scalars_and_empty_tensors():
     state = {
         "f16": torch.randn(3, 2).half(),
@@ -294,6 +305,16 @@ def st_payload(entries: dict, data: bytes = b"") -> bytes:
             ),
             id="unused-data-at-end",
         ),
+        pytest.param(
+            st_payload(
+                {
+                    "w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [28, 36]},
+                },
+                bytes(36),
+            ),
+            id="gap-between-tensors",
+        ),
     ],
 )
 def test_bad_payload(payload):
@@ -329,6 +350,17 @@ def test_non_finite(bad, dtype):
     state["w"][1, 2] = bad
     data = encode_update(state, swarm_id=SWARM, sender=SENDER, round=0, num_samples=1)
     assert reason_of(data, spec=model_spec(state)) is RejectReason.NON_FINITE
+
+
+@pytest.mark.parametrize(
+    "huge", [torch.full((4,), 60000.0, dtype=torch.float16), torch.tensor([3e38, 3e38, -3e38, 3e38])], ids=str
+)
+def test_finite_tensors_whose_sum_overflows_are_accepted(huge):
+    """The NaN/Inf check sums each tensor first; a sum that overflows on finite values is not a rejection."""
+    assert not torch.isfinite(huge.sum())
+    state = {"w": huge}
+    data = encode_update(state, swarm_id=SWARM, sender=SENDER, round=0, num_samples=1)
+    assert torch.equal(decode_update(data, expected=model_spec(state), swarm_id=SWARM).tensors["w"], huge)
 
 
 def test_non_finite_in_float8():
