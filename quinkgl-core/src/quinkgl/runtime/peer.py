@@ -134,6 +134,8 @@ class Peer:
         self.answer_times = pull.AnswerTimes()
         self.avoided = pull.Avoided()
         self.sources = sources.AnswerRecord()  # who answered before (fake IDs: runtime/sources.py)
+        # digests of the models the last rounds started from (runtime/sources.py's distinct_updates)
+        self.start_digests: collections.deque[bytes] = collections.deque(maxlen=self.options.staleness + 1)
         self.paces: collections.deque[float] = collections.deque(maxlen=PACE_WINDOW)  # train + pull, answered rounds
         self.announcements_handled = 0  # broadcast by the transport
         self.carried_announcements = 0  # carried by requests and sampling answers (peer sampling)
@@ -626,8 +628,10 @@ class Peer:
         if self.p.attack is not None:  # --byzantine seam (1/2): the model the hostile update is measured from
             self.p.attack.begin_round(await self._work(self._snapshot))
         known: tuple[bytes, ...] = ()
-        if not self.options.isolated:  # the round's starting model: an answer bit-equal to it is a stale copy of it
-            known = (await self._work(sources.model_digest, self.p.model.state_dict()),)
+        if not self.options.isolated:  # the models recent rounds started from: an answer bit-equal to one of them
+            # is a stale copy (a source up to --staleness rounds behind still serves the model we adopted back then)
+            self.start_digests.append(await self._work(sources.model_digest, self.p.model.state_dict()))
+            known = tuple(self.start_digests)
         trained = await self._work(self._train)
         if self.p.conditions is not None:  # simulator seam: a slow peer's training takes longer
             await self.p.conditions.after_train(self, trio.current_time() - started)
