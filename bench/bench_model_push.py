@@ -57,15 +57,11 @@ CHUNK = 1024 * 1024
 STEP_TIMEOUT_S = 120.0
 
 
-def layer_count(mb: float) -> int:
-    """How many 1024x1024 float32 weights plus 1024-float biases total about ``mb`` MB (1e6 bytes)."""
-    return max(1, round(mb * 1e6 / (4 * (1024 * 1024 + 1024))))
-
-
 def model_spec(mb: float) -> dict[str, wire.TensorSpec]:
-    """The spec of :func:`build_model`'s model, without building it."""
+    """``n`` 1024x1024 float32 weights plus 1024-float biases, n chosen to total about ``mb`` MB (1e6 bytes):
+    the spec of :func:`build_model`'s model, without building it."""
     spec: dict[str, wire.TensorSpec] = {}
-    for i in range(layer_count(mb)):
+    for i in range(max(1, round(mb * 1e6 / (4 * (1024 * 1024 + 1024))))):
         spec[f"layer{i}.weight"] = ((1024, 1024), "float32")
         spec[f"layer{i}.bias"] = ((1024,), "float32")
     return spec
@@ -78,14 +74,9 @@ def resident_bytes() -> int:
 
 
 def build_model(mb: float, seed: int) -> dict[str, torch.Tensor]:
-    """``n`` 1024x1024 float32 weights plus 1024-float biases, n chosen to total about ``mb`` MB (1e6 bytes)."""
-    n = layer_count(mb)
+    """The model of :func:`model_spec`, random weights from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    model: dict[str, torch.Tensor] = {}
-    for i in range(n):
-        model[f"layer{i}.weight"] = torch.randn(1024, 1024, generator=gen)
-        model[f"layer{i}.bias"] = torch.randn(1024, generator=gen)
-    return model
+    return {name: torch.randn(*shape, generator=gen) for name, (shape, _) in model_spec(mb).items()}
 
 
 def make_transport(name: str, registry: str, max_bytes: int, channel: trio.MemorySendChannel):

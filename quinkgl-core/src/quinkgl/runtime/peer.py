@@ -312,17 +312,17 @@ class Peer:
             return [
                 PeerCandidate(p, known[p].round, dict(known[p].metadata)) if p in known else PeerCandidate(p)
                 for p in sorted(self.sampling.sampler.sampled_peers())
-                if not self.avoided.avoids(p, self.round)
-                and not (p in known and known[p].done)
-                and p not in self._probing
+                if self._askable(p) and not (p in known and known[p].done)
             ]
         return [
             PeerCandidate(p.peer_id, p.round, dict(p.metadata))
             for p in sorted(self.view.peers.values(), key=lambda p: p.peer_id)
-            if now - p.last_seen <= self.view.timeout
-            and not self.avoided.avoids(p.peer_id, self.round)
-            and p.peer_id not in self._probing
+            if now - p.last_seen <= self.view.timeout and self._askable(p.peer_id)
         ]
+
+    def _askable(self, peer_id: str) -> bool:
+        """Not avoided this round, and no probe of ours still waits on it."""
+        return not self.avoided.avoids(peer_id, self.round) and peer_id not in self._probing
 
     def _pick_sources(self, round_idx: int) -> tuple[int, list[str]]:
         """How many answers the round needs, and the sources in the order to ask them: the topology's picks
